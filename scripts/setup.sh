@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One setup step for a fresh Debian 12 / Ubuntu machine; quick when nothing is missing.
+#   1. the Debian packages the crates and the runtime need (only the missing ones);
+#   2. the ONNX Runtime shared library, from the PyPI `onnxruntime` wheel in ./.venv
+#      (pinned to a version ort's `api-24` accepts), its path recorded for the program;
+#   3. the models in models/models.toml, into models/cache/, sha256-checked
+#      (from $AFFECTSTREAM_MODEL_MIRROR when set, else ../shared/models when present,
+#      else from each model's source).
+# Usage: scripts/setup.sh [--gpu]   (--gpu installs onnxruntime-gpu instead, for --device cuda)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+ORT_VERSION=1.32.0
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+ort_pkg=onnxruntime
+[ "${1:-}" = "--gpu" ] && ort_pkg=onnxruntime-gpu
+
+# 1. Debian packages ------------------------------------------------------------------------
+APT_PACKAGES=(pkg-config python3 python3-venv
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav gstreamer1.0-tools libgstrtspserver-1.0-dev gstreamer1.0-rtsp
+  libopencv-dev clang libclang-dev opencv-data libasound2-dev alsa-utils
+  libxkbcommon-dev libxkbcommon-x11-0 libx11-dev libxcursor1 libxrandr2 libxi6 libx11-xcb1
+  libgl1-mesa-dri libgl1 libegl1 libegl-mesa0 mesa-vulkan-drivers libvulkan1
+  xvfb x11-apps x11-utils xdotool imagemagick)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${#missing[@]} Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 2. ONNX Runtime -----------------------------------------------------------------------------
+ORT_RECORD="$ROOT/.venv/affectstream-ort-path"
+if [ ! -f "$ORT_RECORD" ] || [ ! -f "$(cat "$ORT_RECORD")" ] || [ "$ort_pkg" = onnxruntime-gpu ]; then
+  [ -x "$ROOT/.venv/bin/pip" ] || { say "creating .venv"; python3 -m venv "$ROOT/.venv"; }
+  say "installing $ort_pkg==$ORT_VERSION into .venv"
+  "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check "$ort_pkg==$ORT_VERSION"
+  lib=$(ls "$ROOT"/.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)
+  [ -n "$lib" ] || { say "error: no libonnxruntime.so.* in the $ort_pkg wheel"; exit 1; }
+  printf '%s\n' "$lib" > "$ORT_RECORD"
+  say "ONNX Runtime: $lib"
+fi
+
+# 3. Models -------------------------------------------------------------------------------------
+if [ -z "${AFFECTSTREAM_MODEL_MIRROR:-}" ] && [ -d "$ROOT/../shared/models" ]; then
+  export AFFECTSTREAM_MODEL_MIRROR="$ROOT/../shared/models"
+fi
+python3 "$ROOT/models/fetch.py" --dest "$ROOT/models/cache" --pip "$ROOT/.venv/bin/pip"

@@ -1,0 +1,506 @@
+//! Capture: GStreamer decodes a source (file or URI) into RGB video frames and mono F32 audio
+//! (16 kHz for the VAD, 44.1 kHz for speech-emotion features), delivered from appsink callbacks
+//! into bounded crossbeam channels. Every frame carries its stream timestamp and the instant it
+//! was decoded.
+//!
+//! ```text
+//! uridecodebin ─┬─ video pad ─▶ pipelines/video-branch.txt ─▶ appsink ─▶ video channel
+//!               └─ audio pad ─▶ pipelines/audio-branch.txt ─┬▶ appsink 16 kHz ─┐
+//!                                                           └▶ appsink 44.1 kHz ┴▶ audio channel
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use crate::metrics::Stamps;
+
+const VIDEO_BRANCH: &str = include_str!("../../pipelines/video-branch.txt");
+const AUDIO_BRANCH: &str = include_str!("../../pipelines/audio-branch.txt");
+
+/// Errors opening or decoding a source. Each names the source and says what went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot open '{source_name}': no such file")]
+    NotFound { source_name: String },
+    #[error("cannot open '{source_name}': {message}")]
+    Open {
+        source_name: String,
+        message: String,
+    },
+    #[error("cannot decode '{source_name}': {message}")]
+    Decode {
+        source_name: String,
+        message: String,
+    },
+    #[error("GStreamer setup failed: {0}")]
+    Setup(String),
+}
+
+/// Where media comes from: a file path or any URI `uridecodebin` takes.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// What the user typed (used in messages and records).
+    pub name: String,
+    /// The URI handed to GStreamer.
+    pub uri: String,
+    /// The local file, when the source is one.
+    pub path: Option<PathBuf>,
+}
+
+impl Source {
+    /// Parses a path or URI; a path must exist.
+    pub fn parse(text: &str) -> Result<Self, CaptureError> {
+        if text.contains("://") {
+            let path = text
+                .strip_prefix("file://")
+                .map(|p| PathBuf::from(p.to_owned()));
+            if let Some(p) = &path {
+                check_file(text, p)?;
+            }
+            return Ok(Self {
+                name: text.to_owned(),
+                uri: text.to_owned(),
+                path,
+            });
+        }
+        let path = PathBuf::from(text);
+        check_file(text, &path)?;
+        let absolute = std::fs::canonicalize(&path).map_err(|e| CaptureError::Open {
+            source_name: text.to_owned(),
+            message: e.to_string(),
+        })?;
+        let uri = gst::glib::filename_to_uri(&absolute, None)
+            .map_err(|e| CaptureError::Open {
+                source_name: text.to_owned(),
+                message: e.to_string(),
+            })?
+            .to_string();
+        Ok(Self {
+            name: text.to_owned(),
+            uri,
+            path: Some(absolute),
+        })
+    }
+
+    /// True for sources whose frames arrive in real time (network streams, devices).
+    pub fn is_live(&self) -> bool {
+        ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"]
+            .iter()
+            .any(|p| self.uri.starts_with(p))
+    }
+}
+
+fn check_file(text: &str, path: &Path) -> Result<(), CaptureError> {
+    match std::fs::metadata(path) {
+        Err(_) => Err(CaptureError::NotFound {
+            source_name: text.to_owned(),
+        }),
+        Ok(m) if m.is_dir() => Err(CaptureError::Open {
+            source_name: text.to_owned(),
+            message: "is a directory, not a media file".into(),
+        }),
+        Ok(m) if m.len() == 0 => Err(CaptureError::Decode {
+            source_name: text.to_owned(),
+            message: "the file is empty".into(),
+        }),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Pixels of a decoded frame: the mapped GStreamer buffer when rows are tightly packed
+/// (no copy), else a packed copy.
+enum Pixels {
+    Mapped(gst_video::VideoFrame<gst_video::video_frame::Readable>),
+    Owned(Vec<u8>),
+}
+
+/// One decoded video frame, packed RGB (3 bytes per pixel, rows without padding).
+pub struct VideoFrame {
+    /// Frame number in decode order, from 0.
+    pub index: u64,
+    /// Stream time of the frame (presentation timestamp).
+    pub pts: Duration,
+    /// How long the frame is shown (from the buffer, else from the caps' frame rate).
+    pub duration: Duration,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Decode instant and stage stamps.
+    pub stamps: Stamps,
+    pixels: Pixels,
+}
+
+impl VideoFrame {
+    /// A frame from packed RGB bytes (tests, benches, still images).
+    pub fn from_rgb(index: u64, pts: Duration, width: u32, height: u32, rgb: Vec<u8>) -> Self {
+        Self {
+            index,
+            pts,
+            duration: Duration::from_millis(40),
+            width,
+            height,
+            stamps: Stamps::new(Instant::now()),
+            pixels: Pixels::Owned(rgb),
+        }
+    }
+
+    /// Packed RGB bytes, `width * height * 3` long.
+    pub fn rgb(&self) -> &[u8] {
+        match &self.pixels {
+            Pixels::Mapped(f) => f.plane_data(0).unwrap_or(&[]),
+            Pixels::Owned(v) => v,
+        }
+    }
+}
+
+/// Mono F32 audio decoded from the source.
+pub struct AudioBlock {
+    /// Sample rate: 16 000 (VAD branch) or 44 100 (speech-emotion branch).
+    pub rate: u32,
+    /// Stream time of the first sample.
+    pub pts: Option<Duration>,
+    /// The samples, in [-1, 1].
+    pub samples: Vec<f32>,
+}
+
+/// Which elementary streams the source turned out to have (sent once, when known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// A video stream is being decoded.
+    pub has_video: bool,
+    /// An audio stream is being decoded.
+    pub has_audio: bool,
+}
+
+/// Channels a running capture feeds.
+pub struct CaptureOutputs {
+    /// Decoded video frames.
+    pub video: Receiver<VideoFrame>,
+    /// Decoded audio blocks (both rates interleaved in arrival order).
+    pub audio: Receiver<AudioBlock>,
+    /// The stream layout, once known.
+    pub layout: Receiver<Layout>,
+}
+
+/// A running GStreamer capture. Dropping it stops the pipeline.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    source: Source,
+    /// Frames delivered so far.
+    pub frames: Arc<AtomicU64>,
+}
+
+#[derive(Default)]
+struct LinkState {
+    video: bool,
+    audio: bool,
+}
+
+/// Capacity of the video channel (decoded frames waiting for the face stage).
+pub const VIDEO_QUEUE: usize = 4;
+/// Capacity of the audio channel (blocks waiting for the audio stage).
+pub const AUDIO_QUEUE: usize = 64;
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), CaptureError> {
+    gst::init().map_err(|e| CaptureError::Setup(e.to_string()))
+}
+
+impl Capture {
+    /// Builds the pipeline for `source` and starts it. Offline sources block the streaming
+    /// threads when a channel is full (every frame is processed).
+    pub fn start(source: &Source) -> Result<(Self, CaptureOutputs), CaptureError> {
+        init()?;
+        let setup = |e: &dyn std::fmt::Display| CaptureError::Setup(e.to_string());
+        let pipeline = gst::Pipeline::with_name("affectstream-capture");
+        let decode = gst::ElementFactory::make("uridecodebin")
+            .property("uri", &source.uri)
+            .build()
+            .map_err(|e| setup(&e))?;
+        pipeline.add(&decode).map_err(|e| setup(&e))?;
+
+        let (video_tx, video_rx) = crossbeam_channel::bounded(VIDEO_QUEUE);
+        let (audio_tx, audio_rx) = crossbeam_channel::bounded(AUDIO_QUEUE);
+        let (layout_tx, layout_rx) = crossbeam_channel::bounded(1);
+        let frames = Arc::new(AtomicU64::new(0));
+        let state = Arc::new(Mutex::new(LinkState::default()));
+
+        {
+            let pipeline_weak = pipeline.downgrade();
+            let state = state.clone();
+            let frames = frames.clone();
+            decode.connect_pad_added(move |_, pad| {
+                let Some(pipeline) = pipeline_weak.upgrade() else {
+                    return;
+                };
+                let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+                let Some(kind) = caps.structure(0).map(|s| s.name().to_string()) else {
+                    return;
+                };
+                let Ok(mut linked) = state.lock() else {
+                    return;
+                };
+                let result = if kind.starts_with("video/") && !linked.video {
+                    linked.video = true;
+                    link_branch(&pipeline, pad, VIDEO_BRANCH, |bin| {
+                        attach_video_sink(bin, video_tx.clone(), frames.clone())
+                    })
+                } else if kind.starts_with("audio/") && !linked.audio {
+                    linked.audio = true;
+                    link_branch(&pipeline, pad, AUDIO_BRANCH, |bin| {
+                        attach_audio_sinks(bin, audio_tx.clone())
+                    })
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = result {
+                    tracing::error!("cannot link the {kind} stream: {e}");
+                }
+            });
+        }
+        {
+            let state = state.clone();
+            decode.connect_no_more_pads(move |_| {
+                if let Ok(linked) = state.lock() {
+                    layout_tx
+                        .try_send(Layout {
+                            has_video: linked.video,
+                            has_audio: linked.audio,
+                        })
+                        .ok();
+                }
+            });
+        }
+
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|_| CaptureError::Open {
+                source_name: source.name.clone(),
+                message: first_bus_error(&pipeline)
+                    .unwrap_or_else(|| "the pipeline refused to start".into()),
+            })?;
+        Ok((
+            Self {
+                pipeline,
+                source: source.clone(),
+                frames,
+            },
+            CaptureOutputs {
+                video: video_rx,
+                audio: audio_rx,
+                layout: layout_rx,
+            },
+        ))
+    }
+
+    /// Duration of the source, when the container says.
+    pub fn duration(&self) -> Option<Duration> {
+        self.pipeline
+            .query_duration::<gst::ClockTime>()
+            .map(|t| Duration::from_nanos(t.nseconds()))
+    }
+
+    /// Blocks until the source ends (Ok) or fails (the decode error, naming the source).
+    /// Then stops the pipeline, which closes the output channels.
+    pub fn wait(self) -> Result<(), CaptureError> {
+        let result = self.wait_inner();
+        self.pipeline.set_state(gst::State::Null).ok();
+        result
+    }
+
+    fn wait_inner(&self) -> Result<(), CaptureError> {
+        let Some(bus) = self.pipeline.bus() else {
+            return Err(CaptureError::Setup("pipeline has no bus".into()));
+        };
+        for msg in bus.iter_timed(gst::ClockTime::NONE) {
+            use gst::MessageView;
+            match msg.view() {
+                MessageView::Eos(..) => return Ok(()),
+                MessageView::Error(err) => {
+                    tracing::debug!(debug = ?err.debug(), "GStreamer error");
+                    return Err(CaptureError::Decode {
+                        source_name: self.source.name.clone(),
+                        message: describe_error(&err.error(), err.debug().as_deref()),
+                    });
+                }
+                MessageView::Warning(w) => {
+                    tracing::warn!(source = %self.source.name, "GStreamer: {}", w.error());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.pipeline.set_state(gst::State::Null).ok();
+    }
+}
+
+/// Turns GStreamer's error into one line a user understands.
+fn describe_error(error: &gst::glib::Error, debug: Option<&str>) -> String {
+    let text = error.to_string();
+    if error.matches(gst::StreamError::TypeNotFound) {
+        return "not a media file GStreamer can read (could not determine the type of stream)"
+            .into();
+    }
+    if error.matches(gst::StreamError::CodecNotFound)
+        || error.matches(gst::CoreError::MissingPlugin)
+    {
+        return format!("{text} (install the GStreamer plugins: scripts/setup.sh)");
+    }
+    if error.matches(gst::StreamError::Demux) || error.matches(gst::StreamError::Decode) {
+        let detail = debug
+            .and_then(|d| d.lines().last())
+            .map(|l| format!(" ({})", l.trim()))
+            .unwrap_or_default();
+        return format!("the file is corrupt or truncated: {text}{detail}");
+    }
+    text
+}
+
+fn first_bus_error(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus()?;
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(err) = msg.view() {
+            return Some(describe_error(&err.error(), err.debug().as_deref()));
+        }
+    }
+    None
+}
+
+fn link_branch(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    description: &str,
+    attach: impl FnOnce(&gst::Bin) -> Result<(), String>,
+) -> Result<(), String> {
+    let bin = gst::parse::bin_from_description(description, true).map_err(|e| e.to_string())?;
+    attach(&bin)?;
+    pipeline.add(&bin).map_err(|e| e.to_string())?;
+    bin.sync_state_with_parent().map_err(|e| e.to_string())?;
+    let sink = bin.static_pad("sink").ok_or("branch has no sink pad")?;
+    pad.link(&sink).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn appsink(bin: &gst::Bin, name: &str) -> Result<gst_app::AppSink, String> {
+    bin.by_name(name)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| format!("branch has no appsink named {name}"))
+}
+
+fn attach_video_sink(
+    bin: &gst::Bin,
+    tx: Sender<VideoFrame>,
+    frames: Arc<AtomicU64>,
+) -> Result<(), String> {
+    let sink = appsink(bin, "sink")?;
+    let info: Mutex<Option<gst_video::VideoInfo>> = Mutex::new(None);
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let decoded = Instant::now();
+                let mut info_slot = info.lock().map_err(|_| gst::FlowError::Error)?;
+                if info_slot.is_none() {
+                    let caps = sample.caps().ok_or(gst::FlowError::NotNegotiated)?;
+                    *info_slot = Some(
+                        gst_video::VideoInfo::from_caps(caps)
+                            .map_err(|_| gst::FlowError::NotNegotiated)?,
+                    );
+                }
+                let Some(info) = info_slot.clone() else {
+                    return Err(gst::FlowError::NotNegotiated);
+                };
+                drop(info_slot);
+                let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
+                let frame = to_video_frame(buffer, &info, frames.fetch_add(1, Ordering::Relaxed))
+                    .ok_or(gst::FlowError::Error)?;
+                let mut frame = frame;
+                frame.stamps = Stamps::new(decoded);
+                // Offline: block until the face stage takes it (backpressure, no frame lost).
+                tx.send(frame).map_err(|_| gst::FlowError::Flushing)?;
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    Ok(())
+}
+
+fn to_video_frame(
+    buffer: gst::Buffer,
+    info: &gst_video::VideoInfo,
+    index: u64,
+) -> Option<VideoFrame> {
+    let pts = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
+    let fps = info.fps();
+    let nominal = if fps.numer() > 0 {
+        Duration::from_secs_f64(fps.denom() as f64 / fps.numer() as f64)
+    } else {
+        Duration::from_millis(40)
+    };
+    let duration = buffer
+        .duration()
+        .map(|t| Duration::from_nanos(t.nseconds()))
+        .unwrap_or(nominal);
+    let (width, height) = (info.width(), info.height());
+    let row = width as usize * 3;
+    let frame = gst_video::VideoFrame::from_buffer_readable(buffer, info).ok()?;
+    let stride = usize::try_from(*info.stride().first()?).ok()?;
+    let pixels = if stride == row {
+        Pixels::Mapped(frame)
+    } else {
+        let data = frame.plane_data(0).ok()?;
+        let mut packed = Vec::with_capacity(row * height as usize);
+        for y in 0..height as usize {
+            packed.extend_from_slice(data.get(y * stride..y * stride + row)?);
+        }
+        Pixels::Owned(packed)
+    };
+    Some(VideoFrame {
+        index,
+        pts: pts.unwrap_or(nominal * index as u32),
+        duration,
+        width,
+        height,
+        stamps: Stamps::new(Instant::now()),
+        pixels,
+    })
+}
+
+fn attach_audio_sinks(bin: &gst::Bin, tx: Sender<AudioBlock>) -> Result<(), String> {
+    for (name, rate) in [("sink16k", 16_000u32), ("sink44k", 44_100u32)] {
+        let sink = appsink(bin, name)?;
+        let tx = tx.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                    let pts = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let samples: Vec<f32> = map
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect();
+                    tx.send(AudioBlock { rate, pts, samples })
+                        .map_err(|_| gst::FlowError::Flushing)?;
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    Ok(())
+}

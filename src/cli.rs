@@ -1,0 +1,142 @@
+//! Command-line interface: subcommands and their options.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use affectstream::audio::AudioConfig;
+use affectstream::encode::runtime::DeviceRequest;
+use affectstream::face::FaceConfig;
+use affectstream::fusion::FusionConfig;
+use affectstream::manifest;
+use affectstream::pipeline::{self, RunOptions};
+use affectstream::sink::JsonlTarget;
+
+/// Real-time multimodal emotion recognition: valence, arousal and audio-visual conflict per face.
+#[derive(Parser)]
+#[command(name = "affectstream", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Process a media file or URI and write one JSON record per video frame.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Media file path or URI (file://, http://, rtsp://, ...).
+    #[arg(long)]
+    source: String,
+    /// Write records (JSON Lines) here; default: standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Execution provider: auto (CUDA when available, else CPU), cpu, or cuda (an error when
+    /// CUDA cannot be used).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceRequest,
+    /// Model manifest.
+    #[arg(long, default_value_os_t = manifest::default_manifest_path())]
+    models: PathBuf,
+    /// Directory holding the model files.
+    #[arg(long, default_value_os_t = manifest::default_model_dir())]
+    model_dir: PathBuf,
+    /// Minimum face detector score (0..1).
+    #[arg(long, default_value_t = 0.9, value_parser = unit_interval)]
+    face_threshold: f32,
+    /// Long side of the frame as the face detector sees it, in pixels (32..4096).
+    #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u32).range(32..=4096))]
+    detect_size: u32,
+    /// Do not rotate face crops to level the eyes.
+    #[arg(long)]
+    no_align: bool,
+    /// Speech-emotion window hop in seconds (0.05..10).
+    #[arg(long, default_value_t = 0.5, value_parser = hop_seconds)]
+    voice_hop: f64,
+}
+
+fn unit_interval(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0..1"))
+    }
+}
+
+fn hop_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.05..=10.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0.05..10"))
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` picks the level (default: warnings, and info from affectstream).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,affectstream=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut face = FaceConfig::default();
+    face.detector.score_threshold = args.face_threshold;
+    face.detector.max_side = args.detect_size;
+    face.align = !args.no_align;
+    let audio = AudioConfig {
+        hop: Duration::from_secs_f64(args.voice_hop),
+        ..AudioConfig::default()
+    };
+    let opts = RunOptions {
+        source: args.source.clone(),
+        out: args
+            .out
+            .clone()
+            .map_or(JsonlTarget::Stdout, JsonlTarget::File),
+        device: args.device,
+        manifest: args.models,
+        model_dir: args.model_dir,
+        face,
+        audio,
+        fusion: FusionConfig::default(),
+        progress: true,
+    };
+    let summary = pipeline::run(&opts).context("run failed")?;
+    let e2e = summary.latency.end_to_end();
+    tracing::info!(
+        records = summary.records,
+        frames = summary.frames,
+        with_faces = summary.records_with_faces,
+        wall_s = format!("{:.2}", summary.wall.as_secs_f64()),
+        fps = format!(
+            "{:.1}",
+            summary.frames as f64 / summary.wall.as_secs_f64().max(1e-9)
+        ),
+        latency_p50_ms = format!("{:.2}", e2e.p50),
+        latency_p99_ms = format!("{:.2}", e2e.p99),
+        device = summary.provider.name(),
+        detector = summary.detector,
+        "done"
+    );
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Face expression encoder: a batch of face crops → class probabilities → (valence, arousal)
+//! per face. Runs on its own thread between the face stage and fusion.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::runtime::{Runtime, RuntimeError};
+use super::{ClassHead, ImageInputSpec};
+use crate::face::detection::Detection;
+use crate::face::{FaceBatch, FrameMeta};
+use crate::metrics::Stage;
+
+/// Errors of the expression encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("expression model inference failed: {0}")]
+    Inference(#[from] ort::Error),
+    #[error("model {path} does not fit its role: {message}")]
+    WrongModel {
+        path: std::path::PathBuf,
+        message: String,
+    },
+}
+
+/// A face with its expression estimate.
+#[derive(Debug, Clone)]
+pub struct FaceEstimate {
+    /// Stable track id.
+    pub id: u64,
+    /// How long the track has existed.
+    pub track_age: Duration,
+    /// Box, score and landmarks.
+    pub detection: Detection,
+    /// Class probabilities in the head's label order.
+    pub probs: Vec<f32>,
+    /// Valence in [-1, 1].
+    pub valence: f32,
+    /// Arousal in [-1, 1].
+    pub arousal: f32,
+}
+
+/// A frame with the expression estimate of each of its faces.
+pub struct FaceFrame {
+    /// The frame.
+    pub meta: FrameMeta,
+    /// Faces, best detector score first.
+    pub faces: Vec<FaceEstimate>,
+}
+
+/// The expression model and its head.
+pub struct ExpressionEncoder {
+    session: Session,
+    spec: ImageInputSpec,
+    head: ClassHead,
+    input_name: String,
+}
+
+impl ExpressionEncoder {
+    /// Loads the model at `path`; checks its input and output agree with the manifest.
+    pub fn new(
+        runtime: &Runtime,
+        path: &Path,
+        spec: ImageInputSpec,
+        head: ClassHead,
+    ) -> Result<Self, EncodeError> {
+        let session = runtime.session(path)?;
+        let wrong = |message: String| EncodeError::WrongModel {
+            path: path.to_owned(),
+            message,
+        };
+        let input = session
+            .inputs()
+            .first()
+            .ok_or_else(|| wrong("no input".into()))?;
+        let input_name = input.name().to_owned();
+        let dims: Vec<i64> = input
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let w = i64::from(spec.width);
+        let c = i64::from(spec.channels);
+        let expected = if spec.channels_last {
+            [w, w, c]
+        } else {
+            [c, w, w]
+        };
+        if dims.len() != 4
+            || dims[1..]
+                .iter()
+                .zip(expected)
+                .any(|(d, e)| *d > 0 && *d != e)
+        {
+            return Err(wrong(format!(
+                "input shape {dims:?} does not match the manifest's {expected:?} (plus batch)"
+            )));
+        }
+        let outputs = session
+            .outputs()
+            .first()
+            .ok_or_else(|| wrong("no output".into()))?;
+        let out_dims: Vec<i64> = outputs
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        if out_dims
+            .last()
+            .copied()
+            .is_some_and(|n| n > 0 && n != head.labels.len() as i64)
+        {
+            return Err(wrong(format!(
+                "output shape {out_dims:?} does not give one value per label ({} labels)",
+                head.labels.len()
+            )));
+        }
+        Ok(Self {
+            session,
+            spec,
+            head,
+            input_name,
+        })
+    }
+
+    /// The class head (labels and their valence/arousal).
+    pub fn head(&self) -> &ClassHead {
+        &self.head
+    }
+
+    /// Runs the model on `n` crops laid out back to back in `crops`; one probability row each.
+    pub fn classify(&mut self, crops: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EncodeError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let w = self.spec.width as usize;
+        let c = self.spec.channels as usize;
+        let shape = if self.spec.channels_last {
+            [n, w, w, c]
+        } else {
+            [n, c, w, w]
+        };
+        let tensor = TensorRef::from_array_view((shape, crops))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => tensor])?;
+        let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
+        let k = raw.len() / n;
+        Ok(raw
+            .chunks_exact(k.max(1))
+            .take(n)
+            .map(|row| self.head.probabilities(row))
+            .collect())
+    }
+
+    /// Encodes every face of a batch.
+    pub fn process(&mut self, batch: FaceBatch) -> Result<FaceFrame, EncodeError> {
+        let mut meta = batch.meta;
+        meta.stamps.start(Stage::Encode);
+        let probs = self.classify(&batch.crops, batch.faces.len())?;
+        let faces = batch
+            .faces
+            .into_iter()
+            .zip(probs)
+            .map(|(face, probs)| {
+                let (valence, arousal) = self.head.valence_arousal(&probs);
+                FaceEstimate {
+                    id: face.id,
+                    track_age: face.track_age,
+                    detection: face.detection,
+                    probs,
+                    valence,
+                    arousal,
+                }
+            })
+            .collect();
+        meta.stamps.end(Stage::Encode);
+        Ok(FaceFrame { meta, faces })
+    }
+
+    /// Runs until the input channel closes or the output is gone.
+    pub fn run(
+        mut self,
+        rx: Receiver<FaceBatch>,
+        tx: Sender<FaceFrame>,
+    ) -> Result<(), EncodeError> {
+        for batch in rx {
+            let frame = self.process(batch)?;
+            if tx.send(frame).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}

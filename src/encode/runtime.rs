@@ -1,0 +1,168 @@
+//! ONNX Runtime: finding the shared library, the execution provider, and session creation with
+//! the settings this pipeline relies on (one intra-op thread, no spinning: stages run in
+//! parallel on their own threads instead, which measured twice as fast on 2 cores).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::ep::ExecutionProvider as _;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+/// Errors setting up ONNX Runtime or loading a model into it.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(
+        "ONNX Runtime library not found (looked at {looked}); run scripts/setup.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so of version >= 1.24"
+    )]
+    LibraryMissing { looked: String },
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    LibraryLoad { path: PathBuf, message: String },
+    #[error(
+        "execution provider {provider} could not be registered: {message} (use --device cpu, or run scripts/setup.sh --gpu on a machine with CUDA)"
+    )]
+    Provider { provider: String, message: String },
+    #[error("cannot load model {path}: {message}")]
+    Model { path: PathBuf, message: String },
+}
+
+/// Where inference runs, as asked on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceRequest {
+    /// CUDA when ONNX Runtime offers it, else CPU (logged).
+    Auto,
+    /// CPU only.
+    Cpu,
+    /// CUDA or an error.
+    Cuda,
+}
+
+/// The execution provider actually in use; written into every record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// ONNX Runtime's CPU execution provider.
+    Cpu,
+    /// ONNX Runtime's CUDA execution provider.
+    Cuda,
+}
+
+impl Provider {
+    /// Lowercase name, as in the records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+        }
+    }
+}
+
+/// A loaded ONNX Runtime with a chosen execution provider; cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    env: ort::environment::Environment,
+    provider: Provider,
+}
+
+/// The process-wide ONNX Runtime environment (the library can be loaded once per process).
+static ORT_ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Path of the ONNX Runtime library: `ORT_DYLIB_PATH`, else the path `scripts/setup.sh`
+/// recorded in `.venv/affectstream-ort-path`.
+pub fn find_library() -> Result<PathBuf, RuntimeError> {
+    let record = crate::manifest::project_root()
+        .join(".venv")
+        .join("affectstream-ort-path");
+    let mut looked = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(format!("ORT_DYLIB_PATH={}", p.display()));
+    }
+    if let Ok(text) = std::fs::read_to_string(&record) {
+        let p = PathBuf::from(text.trim());
+        if p.is_file() {
+            return Ok(p);
+        }
+        looked.push(p.display().to_string());
+    }
+    looked.push(record.display().to_string());
+    Err(RuntimeError::LibraryMissing {
+        looked: looked.join(", "),
+    })
+}
+
+impl Runtime {
+    /// Loads the ONNX Runtime library (once per process) and picks the execution provider.
+    pub fn new(device: DeviceRequest) -> Result<Self, RuntimeError> {
+        let path = find_library()?;
+        let loaded = ORT_ENVIRONMENT.get_or_init(|| match ort::init_from(&path) {
+            Ok(builder) => builder
+                .with_name("affectstream")
+                .with_telemetry(false)
+                .build()
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        });
+        let env = match loaded {
+            Ok(env) => env.clone(),
+            Err(message) => {
+                return Err(RuntimeError::LibraryLoad {
+                    path,
+                    message: message.clone(),
+                });
+            }
+        };
+        let cuda_offered = ort::ep::CUDA::is_available().unwrap_or(false);
+        let provider = match device {
+            DeviceRequest::Cpu => Provider::Cpu,
+            DeviceRequest::Cuda if !cuda_offered => {
+                return Err(RuntimeError::Provider {
+                    provider: "cuda".into(),
+                    message: "this ONNX Runtime library has no CUDA execution provider".into(),
+                });
+            }
+            DeviceRequest::Cuda => Provider::Cuda,
+            DeviceRequest::Auto if cuda_offered => Provider::Cuda,
+            DeviceRequest::Auto => Provider::Cpu,
+        };
+        tracing::info!(library = %path.display(), provider = provider.name(), "ONNX Runtime ready");
+        Ok(Self { env, provider })
+    }
+
+    /// The execution provider every session of this runtime uses.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Loads `path` into a session: one intra-op thread, no spinning, full graph optimisation,
+    /// on this runtime's provider (registration failure is an error, never a silent fallback).
+    pub fn session(&self, path: &Path) -> Result<Session, RuntimeError> {
+        let model_err = |message: String| RuntimeError::Model {
+            path: path.to_owned(),
+            message,
+        };
+        let mut builder = Session::builder(&self.env)
+            .map_err(|e| model_err(e.to_string()))?
+            .with_intra_threads(1)
+            .and_then(|b| b.with_inter_threads(1))
+            .and_then(|b| b.with_intra_op_spinning(false))
+            .and_then(|b| b.with_inter_op_spinning(false))
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All))
+            .map_err(|e| model_err(e.to_string()))?;
+        if self.provider == Provider::Cuda {
+            builder = builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| RuntimeError::Provider {
+                    provider: "cuda".into(),
+                    message: e.to_string(),
+                })?;
+        }
+        builder
+            .commit_from_file(path)
+            .map_err(|e| model_err(e.to_string()))
+    }
+}

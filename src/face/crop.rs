@@ -1,0 +1,223 @@
+//! Face crops for the expression encoder: a square around the face with a margin, rotated so
+//! the eyes are level (when landmarks are known), cut and resized with OpenCV in one affine warp.
+
+use opencv::core::{self as cv, Mat, Rect, Scalar, Size};
+use opencv::imgproc;
+use opencv::prelude::*;
+
+/// An image OpenCV can read from: an owned `Mat` or one borrowing a frame's bytes.
+pub trait FrameMat: MatTraitConst + opencv::core::ToInputArray {}
+impl<T: MatTraitConst + opencv::core::ToInputArray> FrameMat for T {}
+
+use super::detection::Detection;
+
+/// Where to cut a face: a square of side `side` centred on `center`, rotated by `angle_deg`
+/// (counter-clockwise in image coordinates, i.e. the eye line's tilt).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropGeometry {
+    /// Centre of the square in frame pixels.
+    pub center: (f32, f32),
+    /// Side of the square in frame pixels.
+    pub side: f32,
+    /// Tilt of the eye line in degrees (0 when not aligning or without landmarks).
+    pub angle_deg: f32,
+}
+
+/// The square crop for `det`: side `max(w, h) * (1 + margin)` around the box centre; with
+/// `align`, rotated by the angle of the line from the right eye to the left eye.
+pub fn crop_geometry(det: &Detection, margin: f32, align: bool) -> CropGeometry {
+    let center = det.bbox.center();
+    let side = det.bbox.w.max(det.bbox.h) * (1.0 + margin);
+    let angle_deg = match (align, det.landmarks) {
+        (true, Some(lm)) => {
+            let (dx, dy) = (lm[1][0] - lm[0][0], lm[1][1] - lm[0][1]);
+            if dx > 0.0 {
+                dy.atan2(dx).to_degrees()
+            } else {
+                0.0
+            }
+        }
+        _ => 0.0,
+    };
+    CropGeometry {
+        center,
+        side,
+        angle_deg,
+    }
+}
+
+/// The 2x3 affine matrix mapping frame pixels to an `out` x `out` crop for `geom`.
+pub fn crop_affine(geom: &CropGeometry, out: u32) -> [[f64; 3]; 2] {
+    let scale = f64::from(out) / f64::from(geom.side.max(1.0));
+    let (s, c) = f64::from(geom.angle_deg).to_radians().sin_cos();
+    let (cx, cy) = (f64::from(geom.center.0), f64::from(geom.center.1));
+    let half = f64::from(out) / 2.0;
+    // Rotate by -angle around the centre (levels the eyes), scale, move the centre to the middle.
+    let a = scale * c;
+    let b = scale * s;
+    [
+        [a, b, half - a * cx - b * cy],
+        [-b, a, half + b * cx - a * cy],
+    ]
+}
+
+/// Pixel format a crop is produced in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CropColor {
+    /// One channel, BT.601 luma.
+    Gray,
+    /// Red, green, blue.
+    Rgb,
+    /// Blue, green, red.
+    Bgr,
+}
+
+/// Cuts the crop for `geom` out of `frame` (packed RGB Mat) as an `out` x `out` 8-bit image in
+/// `color`. Large faces are first shrunk with area averaging so the warp does not alias.
+pub fn extract_crop(
+    frame: &impl FrameMat,
+    geom: &CropGeometry,
+    out: u32,
+    color: CropColor,
+) -> opencv::Result<Mat> {
+    let (fw, fh) = (frame.cols(), frame.rows());
+    // Bounding box of the rotated square, clamped to the frame.
+    let (s, c) = geom.angle_deg.to_radians().sin_cos();
+    let reach = geom.side * (s.abs() + c.abs()) / 2.0 + 2.0;
+    let x0 = ((geom.center.0 - reach).floor() as i32).clamp(0, fw.max(1) - 1);
+    let y0 = ((geom.center.1 - reach).floor() as i32).clamp(0, fh.max(1) - 1);
+    let x1 = ((geom.center.0 + reach).ceil() as i32).clamp(x0 + 1, fw.max(1));
+    let y1 = ((geom.center.1 + reach).ceil() as i32).clamp(y0 + 1, fh.max(1));
+    let roi = Mat::roi(frame, Rect::new(x0, y0, x1 - x0, y1 - y0))?;
+    let mut local = CropGeometry {
+        center: (geom.center.0 - x0 as f32, geom.center.1 - y0 as f32),
+        ..*geom
+    };
+    let shrink = 2.0 * out as f32 / geom.side;
+    let mut shrunk = Mat::default();
+    let source: &Mat = if shrink < 1.0 {
+        let w = ((x1 - x0) as f32 * shrink).round().max(1.0) as i32;
+        let h = ((y1 - y0) as f32 * shrink).round().max(1.0) as i32;
+        imgproc::resize(
+            &roi,
+            &mut shrunk,
+            Size::new(w, h),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        let (sx, sy) = (w as f32 / (x1 - x0) as f32, h as f32 / (y1 - y0) as f32);
+        local.center = (local.center.0 * sx, local.center.1 * sy);
+        local.side *= (sx + sy) / 2.0;
+        &shrunk
+    } else {
+        // `roi` borrows `frame`; a shallow copy keeps one type for both branches.
+        shrunk = roi.try_clone()?;
+        &shrunk
+    };
+    let m = crop_affine(&local, out);
+    let m = Mat::from_slice_2d(&[m[0].to_vec(), m[1].to_vec()])?;
+    let mut warped = Mat::default();
+    imgproc::warp_affine(
+        source,
+        &mut warped,
+        &m,
+        Size::new(out as i32, out as i32),
+        imgproc::INTER_LINEAR,
+        cv::BORDER_REPLICATE,
+        Scalar::default(),
+    )?;
+    let code = match color {
+        CropColor::Gray => imgproc::COLOR_RGB2GRAY,
+        CropColor::Bgr => imgproc::COLOR_RGB2BGR,
+        CropColor::Rgb => return Ok(warped),
+    };
+    let mut converted = Mat::default();
+    imgproc::cvt_color(&warped, &mut converted, code, 0)?;
+    Ok(converted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::detection::BBox;
+    use super::*;
+
+    fn det(landmarks: Option<[[f32; 2]; 5]>) -> Detection {
+        Detection {
+            bbox: BBox {
+                x: 100.0,
+                y: 50.0,
+                w: 80.0,
+                h: 100.0,
+            },
+            score: 0.9,
+            landmarks,
+        }
+    }
+
+    fn apply(m: &[[f64; 3]; 2], x: f64, y: f64) -> (f64, f64) {
+        (
+            m[0][0] * x + m[0][1] * y + m[0][2],
+            m[1][0] * x + m[1][1] * y + m[1][2],
+        )
+    }
+
+    #[test]
+    fn square_crop_with_margin_around_the_box_centre() {
+        let g = crop_geometry(&det(None), 0.2, true);
+        assert_eq!(g.center, (140.0, 100.0));
+        assert!((g.side - 120.0).abs() < 1e-4);
+        assert_eq!(g.angle_deg, 0.0);
+        let m = crop_affine(&g, 64);
+        let (cx, cy) = apply(&m, 140.0, 100.0);
+        assert!((cx - 32.0).abs() < 1e-9 && (cy - 32.0).abs() < 1e-9);
+        // The square's corners land on the crop's corners.
+        let (x, y) = apply(&m, 80.0, 40.0);
+        assert!(x.abs() < 1e-9 && y.abs() < 1e-9);
+        let (x, y) = apply(&m, 200.0, 160.0);
+        assert!((x - 64.0).abs() < 1e-9 && (y - 64.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn alignment_levels_the_eyes() {
+        // Eyes tilted by 30 degrees.
+        let (cx, cy) = (140.0f32, 90.0f32);
+        let (dx, dy) = (
+            20.0 * 30f32.to_radians().cos(),
+            20.0 * 30f32.to_radians().sin(),
+        );
+        let mut lm = [[0.0f32; 2]; 5];
+        lm[0] = [cx - dx, cy - dy];
+        lm[1] = [cx + dx, cy + dy];
+        let g = crop_geometry(&det(Some(lm)), 0.2, true);
+        assert!((g.angle_deg - 30.0).abs() < 1e-3);
+        let m = crop_affine(&g, 64);
+        let (_, ry) = apply(&m, f64::from(lm[0][0]), f64::from(lm[0][1]));
+        let (_, ly) = apply(&m, f64::from(lm[1][0]), f64::from(lm[1][1]));
+        assert!((ry - ly).abs() < 1e-6, "eyes at y {ry} and {ly}");
+        assert_eq!(crop_geometry(&det(Some(lm)), 0.2, false).angle_deg, 0.0);
+    }
+
+    #[test]
+    fn crop_of_a_synthetic_frame_has_the_right_size_and_content() {
+        // 200x160 RGB frame: left half black, right half white.
+        let (w, h) = (200usize, 160usize);
+        let mut rgb = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in w / 2..w {
+                rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&[255, 255, 255]);
+            }
+        }
+        let frame = Mat::new_rows_cols_with_bytes::<cv::Vec3b>(h as i32, w as i32, &rgb).unwrap();
+        let g = CropGeometry {
+            center: (100.0, 80.0),
+            side: 150.0,
+            angle_deg: 0.0,
+        };
+        let crop = extract_crop(&frame, &g, 64, CropColor::Gray).unwrap();
+        assert_eq!((crop.cols(), crop.rows(), crop.channels()), (64, 64, 1));
+        let bytes = crop.data_bytes().unwrap();
+        assert!(bytes[32 * 64 + 5] < 10, "left is dark");
+        assert!(bytes[32 * 64 + 58] > 245, "right is bright");
+    }
+}

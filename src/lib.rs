@@ -1,0 +1,19 @@
+//! affectstream: real-time multimodal emotion recognition. Video and audio are captured with
+//! GStreamer, faces are found, tracked and encoded, speech is detected and encoded, and both are
+//! fused per face into valence, arousal and an audio-visual conflict score.
+//!
+//! One module per pipeline stage, in data-flow order: [`capture`] → [`face`] → [`encode`]
+//! (expression, speech) and [`audio`] → [`fusion`] → [`sink`]; [`metrics`] measures every
+//! frame; [`pipeline`] wires the stages into threads; [`manifest`] describes the models.
+//! See ARCHITECTURE.md.
+
+pub mod audio;
+pub mod capture;
+pub mod encode;
+pub mod face;
+pub mod fusion;
+pub mod manifest;
+pub mod metrics;
+pub mod pipeline;
+pub mod record;
+pub mod sink;

@@ -1,0 +1,242 @@
+//! Wires the stages into threads joined by bounded channels and runs a source to its end.
+//!
+//! ```text
+//! capture (GStreamer threads) ─video─▶ face thread ─crops─▶ encoder thread ─faces─┐
+//!                             ─audio─▶ audio thread ───────────────voice──────────┴▶ fusion ─records─▶ sink
+//!                             ─layout───────────────────────────────────────────────▶
+//! ```
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::audio::vad::SileroVad;
+use crate::audio::{AudioConfig, AudioStage};
+use crate::capture::{Capture, CaptureError, Source};
+use crate::encode::expression::{EncodeError, ExpressionEncoder};
+use crate::encode::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
+use crate::encode::speech::SpeechEncoder;
+use crate::encode::{ClassHead, ImageInputSpec};
+use crate::face::{FaceConfig, FaceError, FaceStage, load_detector};
+use crate::fusion::{Fusion, FusionConfig};
+use crate::manifest::{Manifest, ManifestError};
+use crate::metrics::LatencyStats;
+use crate::record::Record;
+use crate::sink::{JsonlSink, JsonlTarget, SinkError};
+
+/// Capacity of the channels between stages after capture.
+pub const STAGE_QUEUE: usize = 8;
+/// Capacity of the voice channel (one estimate per 32 ms).
+pub const VOICE_QUEUE: usize = 256;
+
+/// Any error that ends a run. Each variant's message names what failed and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Face(#[from] FaceError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("the {0} thread stopped unexpectedly")]
+    StageCrashed(&'static str),
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The media to process (path or URI).
+    pub source: String,
+    /// Where records go.
+    pub out: JsonlTarget,
+    /// Execution provider request.
+    pub device: DeviceRequest,
+    /// Model manifest.
+    pub manifest: PathBuf,
+    /// Directory holding the model files.
+    pub model_dir: PathBuf,
+    /// Face stage settings.
+    pub face: FaceConfig,
+    /// Audio stage settings.
+    pub audio: AudioConfig,
+    /// Fusion settings.
+    pub fusion: FusionConfig,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a finished run reports.
+pub struct RunSummary {
+    /// Records written.
+    pub records: u64,
+    /// Records with at least one face.
+    pub records_with_faces: u64,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Wall time from pipeline start to the last record written.
+    pub wall: Duration,
+    /// Execution provider used.
+    pub provider: Provider,
+    /// Face detector used.
+    pub detector: &'static str,
+    /// Latency statistics.
+    pub latency: LatencyStats,
+}
+
+/// The loaded models, ready to be moved into stage threads.
+pub struct Models {
+    /// Execution provider in use.
+    pub provider: Provider,
+    /// Face detection, tracking and crops.
+    pub face: FaceStage,
+    /// Expression encoder.
+    pub expression: ExpressionEncoder,
+    /// Voice activity and speech emotion.
+    pub audio: AudioStage,
+}
+
+impl Models {
+    /// Loads and checks every model the manifest lists for the pipeline.
+    pub fn load(opts: &RunOptions) -> Result<Self, PipelineError> {
+        let manifest = Manifest::load(&opts.manifest, &opts.model_dir)?;
+        let runtime = Runtime::new(opts.device)?;
+        let detector = load_detector(&runtime, &manifest, opts.face.detector)?;
+        let fer = manifest.entry("face_expression")?;
+        let spec = ImageInputSpec::from_entry("face_expression", fer)?;
+        let head = ClassHead::from_entry("face_expression", fer)?;
+        let expression = ExpressionEncoder::new(
+            &runtime,
+            &manifest.verified_path("face_expression")?,
+            spec.clone(),
+            head,
+        )?;
+        let vad = SileroVad::new(&runtime, &manifest.verified_path("vad")?)?;
+        let ser = manifest.entry("speech_emotion")?;
+        let speech = SpeechEncoder::new(
+            &runtime,
+            &manifest.verified_path("speech_emotion")?,
+            ClassHead::from_entry("speech_emotion", ser)?,
+        )?;
+        Ok(Self {
+            provider: runtime.provider(),
+            face: FaceStage::new(detector, opts.face, spec),
+            expression,
+            audio: AudioStage::new(vad, speech, opts.audio),
+        })
+    }
+}
+
+fn join<T>(handle: thread::JoinHandle<T>, name: &'static str) -> Result<T, PipelineError> {
+    handle.join().map_err(|_| PipelineError::StageCrashed(name))
+}
+
+/// Runs `opts.source` to its end and writes every record. On a decode error the records of
+/// what decoded are written and flushed before the error is returned.
+pub fn run(opts: &RunOptions) -> Result<RunSummary, PipelineError> {
+    let source = Source::parse(&opts.source)?;
+    let models = Models::load(opts)?;
+    run_with_models(opts, &source, models)
+}
+
+/// [`run`] with models already loaded.
+pub fn run_with_models(
+    opts: &RunOptions,
+    source: &Source,
+    models: Models,
+) -> Result<RunSummary, PipelineError> {
+    let sink = JsonlSink::open(&opts.out)?;
+    let started = Instant::now();
+    let (capture, outputs) = Capture::start(source)?;
+    let frames = capture.frames.clone();
+    let detector = models.face.detector_name();
+    let progress = opts
+        .progress
+        .then(|| progress_bar(capture.duration()))
+        .flatten();
+
+    let (crops_tx, crops_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+    let (faces_tx, faces_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+    let (voice_tx, voice_rx) = crossbeam_channel::bounded(VOICE_QUEUE);
+    let (records_tx, records_rx) = crossbeam_channel::bounded::<Record>(STAGE_QUEUE);
+
+    let spawn = |name: &str| thread::Builder::new().name(format!("affectstream-{name}"));
+    let face_stage = models.face;
+    let video_rx = outputs.video;
+    let face = spawn("face")
+        .spawn(move || face_stage.run(video_rx, crops_tx))
+        .map_err(|_| PipelineError::StageCrashed("face"))?;
+    let encoder_stage = models.expression;
+    let encoder = spawn("encode")
+        .spawn(move || encoder_stage.run(crops_rx, faces_tx))
+        .map_err(|_| PipelineError::StageCrashed("encode"))?;
+    let audio_stage = models.audio;
+    let audio_rx = outputs.audio;
+    let audio = spawn("audio")
+        .spawn(move || audio_stage.run(audio_rx, voice_tx))
+        .map_err(|_| PipelineError::StageCrashed("audio"))?;
+    let fusion_stage = Fusion::new(opts.fusion, source.name.clone(), models.provider.name());
+    let layout_rx = outputs.layout;
+    let fusion = spawn("fusion")
+        .spawn(move || fusion_stage.run(faces_rx, voice_rx, layout_rx, records_tx))
+        .map_err(|_| PipelineError::StageCrashed("fusion"))?;
+    let bar = progress.clone();
+    let sink = spawn("sink")
+        .spawn(move || {
+            sink.run(records_rx, |r| {
+                if let Some(bar) = &bar {
+                    bar.set_position((r.t * 1000.0) as u64);
+                }
+            })
+        })
+        .map_err(|_| PipelineError::StageCrashed("sink"))?;
+
+    let captured = capture.wait();
+    let face_result = join(face, "face")?;
+    let encode_result = join(encoder, "encode")?;
+    let audio_result = join(audio, "audio")?;
+    join(fusion, "fusion")?;
+    let summary = join(sink, "sink")?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    // A stage's own error explains a capture failure it caused (its channel closed), so it
+    // comes first.
+    face_result?;
+    encode_result?;
+    audio_result?;
+    let summary = summary?;
+    captured?;
+    Ok(RunSummary {
+        records: summary.records,
+        records_with_faces: summary.records_with_faces,
+        frames: frames.load(std::sync::atomic::Ordering::Relaxed),
+        wall: started.elapsed(),
+        provider: models.provider,
+        detector,
+        latency: summary.latency,
+    })
+}
+
+fn progress_bar(duration: Option<Duration>) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = match duration {
+        Some(d) => indicatif::ProgressBar::new(d.as_millis() as u64),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent}% ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}

@@ -1,0 +1,91 @@
+//! The output record: one per video frame (or per voice-window hop for audio-only sources).
+//! This is the stable contract every sink writes and README.md documents field by field.
+
+use serde::Serialize;
+
+/// One output record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// Source name as given on the command line.
+    pub source: String,
+    /// Frame number in decode order; null for audio-only records.
+    pub frame: Option<u64>,
+    /// Stream time in seconds (frame timestamp, or end of the voice chunk).
+    pub t: f64,
+    /// Wall-clock milliseconds from frame decoded to record ready; null for audio-only records.
+    pub latency_ms: Option<f64>,
+    /// Milliseconds each stage worked on this frame.
+    pub stages_ms: StageTimes,
+    /// Execution provider the models ran on (cpu or cuda).
+    pub device: &'static str,
+    /// Faces in the frame, best detector score first.
+    pub faces: Vec<FaceRecord>,
+    /// The voice at this time; null when the source has no audio (or it has ended).
+    pub voice: Option<VoiceRecord>,
+    /// Fused estimate of the main face (or the voice alone when no face); null when neither
+    /// modality is present.
+    pub fused: Option<Fused>,
+}
+
+/// Per-stage working time in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StageTimes {
+    /// Face detection, tracking and crops.
+    pub detect: Option<f64>,
+    /// Expression encoder.
+    pub encode: Option<f64>,
+    /// Fusion.
+    pub fuse: Option<f64>,
+}
+
+/// One face.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceRecord {
+    /// Track id, stable while the face stays in view.
+    pub id: u64,
+    /// Box [x, y, width, height] in frame pixels.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Detector score in [0, 1].
+    pub score: f32,
+    /// Five landmarks [[x, y]; 5] in frame pixels (right eye, left eye, nose, right and left
+    /// mouth corner); null with the Haar fallback.
+    pub landmarks: Option<[[f32; 2]; 5]>,
+    /// Expression probabilities in the manifest's label order.
+    pub probs: Vec<f32>,
+    /// Valence from the face in [-1, 1].
+    pub valence: f32,
+    /// Arousal from the face in [-1, 1].
+    pub arousal: f32,
+    /// This face fused with the voice.
+    pub fused: Option<Fused>,
+}
+
+/// The voice.
+#[derive(Debug, Clone, Serialize)]
+pub struct VoiceRecord {
+    /// Speech probability of the latest 32 ms chunk, [0, 1].
+    pub speech_prob: f32,
+    /// Mean speech probability over the last speech-emotion window, [0, 1].
+    pub speech_fraction: f32,
+    /// Speech-emotion probabilities in the manifest's label order; null before the first window.
+    pub probs: Option<Vec<f32>>,
+    /// Valence from the voice in [-1, 1]; null before the first window.
+    pub valence: Option<f32>,
+    /// Arousal from the voice in [-1, 1]; null before the first window.
+    pub arousal: Option<f32>,
+}
+
+/// A fused estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Fused {
+    /// Valence in [-1, 1].
+    pub valence: f32,
+    /// Arousal in [-1, 1].
+    pub arousal: f32,
+    /// Audio-visual conflict in [0, 1]: disagreement of face and voice, weighted by how
+    /// reliable both are.
+    pub conflict: f32,
+    /// Weight of the face in the fused value, [0, 1] (the voice has 1 - this).
+    pub face_weight: f32,
+}
