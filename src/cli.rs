@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use affectstream::audio::AudioConfig;
@@ -121,7 +120,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         fusion: FusionConfig::default(),
         progress: true,
     };
-    let summary = pipeline::run(&opts).context("run failed")?;
+    let summary = pipeline::run(&opts)?;
     let e2e = summary.latency.end_to_end();
     tracing::info!(
         records = summary.records,

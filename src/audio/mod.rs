@@ -62,19 +62,24 @@ pub struct VoiceEstimate {
     pub emotion_updated: bool,
 }
 
-/// Per-stream state of the audio stage.
+/// Per-stream state of the audio stage. The two sample rates arrive from separate branches
+/// and can be a few blocks apart, so VAD results wait until the 44.1 kHz audio has caught up
+/// with them; speech-emotion windows end exactly on hop boundaries of the stream clock.
 pub struct AudioStage {
     vad: SileroVad,
     speech: SpeechEncoder,
     config: AudioConfig,
     chunker: Chunker,
-    start16: Option<Duration>,
+    start: Option<Duration>,
     chunks_done: u64,
     vad_history: VecDeque<f32>,
-    window44: VecDeque<f32>,
+    /// VAD results (chunk end in 16 kHz samples, probability) not yet emitted.
+    waiting: VecDeque<(u64, f32)>,
+    /// 44.1 kHz samples `[buf44_start, samples44)`.
+    buf44: VecDeque<f32>,
+    buf44_start: u64,
     samples44: u64,
     next_hop44: u64,
-    last_run44: u64,
     emotion: Option<SpeechEmotion>,
     emotion_updated: bool,
     window_buf: Vec<f32>,
@@ -84,132 +89,155 @@ fn samples_at(rate: u32, d: Duration) -> u64 {
     (d.as_secs_f64() * f64::from(rate)).round() as u64
 }
 
+/// Most 44.1 kHz audio kept beyond one window (bounds memory if the 16 kHz branch stalls).
+const MAX_LEAD_44: usize = 10 * SER_SAMPLE_RATE as usize;
+/// Most VAD results held while waiting for the 44.1 kHz branch.
+const MAX_WAITING: usize = 256;
+
 impl AudioStage {
     /// An audio stage for one stream.
     pub fn new(vad: SileroVad, speech: SpeechEncoder, config: AudioConfig) -> Self {
         let hop44 = samples_at(SER_SAMPLE_RATE, config.hop).max(1);
-        let window_chunks = (samples_at(VAD_RATE, config.window) as usize / VAD_CHUNK).max(1);
         Self {
             vad,
             speech,
             config,
             chunker: Chunker::default(),
-            start16: None,
+            start: None,
             chunks_done: 0,
-            vad_history: VecDeque::with_capacity(window_chunks),
-            window44: VecDeque::with_capacity(SER_WINDOW_SAMPLES),
+            vad_history: VecDeque::new(),
+            waiting: VecDeque::new(),
+            buf44: VecDeque::with_capacity(SER_WINDOW_SAMPLES),
+            buf44_start: 0,
             samples44: 0,
             next_hop44: hop44,
-            last_run44: 0,
             emotion: None,
             emotion_updated: false,
             window_buf: Vec::with_capacity(SER_WINDOW_SAMPLES),
         }
     }
 
+    fn window44(&self) -> u64 {
+        samples_at(SER_SAMPLE_RATE, self.config.window)
+            .clamp(1, SER_WINDOW_SAMPLES as u64)
+    }
+
     fn window_chunks(&self) -> usize {
         (samples_at(VAD_RATE, self.config.window) as usize / VAD_CHUNK).max(1)
     }
 
-    /// Feeds one block; returns the estimates of the VAD chunks it completed.
+    fn time_of_44(&self, samples: u64) -> Duration {
+        self.start.unwrap_or_default()
+            + Duration::from_secs_f64(samples as f64 / f64::from(SER_SAMPLE_RATE))
+    }
+
+    /// Feeds one block; returns the estimates that became complete.
     pub fn push(&mut self, block: &AudioBlock) -> Result<Vec<VoiceEstimate>, EncodeError> {
+        if self.start.is_none() {
+            self.start = Some(block.pts.unwrap_or_default());
+        }
         match block.rate {
             SER_SAMPLE_RATE => {
-                self.push_speech(&block.samples)?;
-                Ok(Vec::new())
+                self.buf44.extend(block.samples.iter().copied());
+                self.samples44 += block.samples.len() as u64;
+                let keep = self.window44() as usize + MAX_LEAD_44;
+                while self.buf44.len() > keep {
+                    self.buf44.pop_front();
+                    self.buf44_start += 1;
+                }
             }
             VAD_RATE => {
-                if self.start16.is_none() {
-                    self.start16 = Some(block.pts.unwrap_or_default());
-                }
                 self.chunker.push(&block.samples);
-                self.drain_chunks()
-            }
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    fn push_speech(&mut self, samples: &[f32]) -> Result<(), EncodeError> {
-        let hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop).max(1);
-        for chunk in samples.chunks(4096) {
-            for &s in chunk {
-                if self.window44.len() == SER_WINDOW_SAMPLES {
-                    self.window44.pop_front();
-                }
-                self.window44.push_back(s);
-            }
-            self.samples44 += chunk.len() as u64;
-            if self.samples44 >= self.next_hop44 {
-                self.run_speech()?;
-                while self.next_hop44 <= self.samples44 {
-                    self.next_hop44 += hop44;
+                while let Some(chunk) = self.chunker.next_chunk() {
+                    let prob = self.vad.process(&chunk)?;
+                    self.chunks_done += 1;
+                    self.waiting
+                        .push_back((self.chunks_done * VAD_CHUNK as u64, prob));
                 }
             }
+            _ => {}
         }
-        Ok(())
+        self.release(false)
     }
 
-    fn run_speech(&mut self) -> Result<(), EncodeError> {
+    /// Emits waiting VAD results whose time the 44.1 kHz audio has reached (all of them when
+    /// `ended`), running the speech-emotion windows that end before each.
+    fn release(&mut self, ended: bool) -> Result<Vec<VoiceEstimate>, EncodeError> {
+        let mut out = Vec::new();
+        while let Some(&(end16, prob)) = self.waiting.front() {
+            let end44 = end16 * u64::from(SER_SAMPLE_RATE) / u64::from(VAD_RATE);
+            if !ended && self.samples44 < end44 && self.waiting.len() < MAX_WAITING {
+                break;
+            }
+            self.waiting.pop_front();
+            let hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop).max(1);
+            while self.next_hop44 <= end44.min(self.samples44) {
+                self.run_speech(self.next_hop44)?;
+                self.next_hop44 += hop44;
+            }
+            if self.vad_history.len() == self.window_chunks() {
+                self.vad_history.pop_front();
+            }
+            self.vad_history.push_back(prob);
+            out.push(self.estimate(end16, prob));
+        }
+        Ok(out)
+    }
+
+    /// Runs the speech-emotion model on the window ending at 44.1 kHz sample `end`.
+    fn run_speech(&mut self, end: u64) -> Result<(), EncodeError> {
+        let from = end.saturating_sub(self.window44()).max(self.buf44_start);
+        let to = end.min(self.samples44);
         self.window_buf.clear();
-        self.window_buf.extend(self.window44.iter().copied());
+        if to > from {
+            let (a, b) = ((from - self.buf44_start) as usize, (to - self.buf44_start) as usize);
+            self.window_buf.extend(self.buf44.range(a..b).copied());
+        }
         let probs = self.speech.classify(&self.window_buf)?;
         let (valence, arousal) = self.speech.head().valence_arousal(&probs);
-        let start = self.start16.unwrap_or_default();
         self.emotion = Some(SpeechEmotion {
-            window_end: start
-                + Duration::from_secs_f64(self.samples44 as f64 / f64::from(SER_SAMPLE_RATE)),
+            window_end: self.time_of_44(to),
             probs,
             valence,
             arousal,
         });
         self.emotion_updated = true;
-        self.last_run44 = self.samples44;
+        // Samples before the next window's start are no longer needed.
+        let keep_from = (end + samples_at(SER_SAMPLE_RATE, self.config.hop))
+            .saturating_sub(self.window44());
+        while self.buf44_start < keep_from && !self.buf44.is_empty() {
+            self.buf44.pop_front();
+            self.buf44_start += 1;
+        }
         Ok(())
     }
 
-    fn drain_chunks(&mut self) -> Result<Vec<VoiceEstimate>, EncodeError> {
-        let mut out = Vec::new();
-        while let Some(chunk) = self.chunker.next_chunk() {
-            let prob = self.vad.process(&chunk)?;
-            self.chunks_done += 1;
-            if self.vad_history.len() == self.window_chunks() {
-                self.vad_history.pop_front();
-            }
-            self.vad_history.push_back(prob);
-            out.push(self.estimate(prob));
-        }
-        Ok(out)
-    }
-
-    fn estimate(&mut self, speech_prob: f32) -> VoiceEstimate {
-        let start = self.start16.unwrap_or_default();
-        let t_end = start
-            + Duration::from_secs_f64(
-                (self.chunks_done * VAD_CHUNK as u64) as f64 / f64::from(VAD_RATE),
-            );
+    fn estimate(&mut self, end16: u64, speech_prob: f32) -> VoiceEstimate {
+        let t_end = self.start.unwrap_or_default()
+            + Duration::from_secs_f64(end16 as f64 / f64::from(VAD_RATE));
         let n = self.vad_history.len().max(1) as f32;
-        let updated = std::mem::take(&mut self.emotion_updated);
         VoiceEstimate {
             t_end,
             speech_prob,
             speech_fraction: self.vad_history.iter().sum::<f32>() / n,
             emotion: self.emotion.clone(),
-            emotion_updated: updated,
+            emotion_updated: std::mem::take(&mut self.emotion_updated),
         }
     }
 
-    /// End of stream: analyses the tail when more than half a hop of speech audio is new, and
-    /// returns a last estimate carrying it.
-    pub fn finish(&mut self) -> Result<Option<VoiceEstimate>, EncodeError> {
-        let hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop);
-        if self.samples44 > self.last_run44 && self.samples44 - self.last_run44 > hop44 / 2 {
-            self.run_speech()?;
+    /// End of stream: emits what is waiting, and analyses the tail when more than half a hop
+    /// of audio followed the last window.
+    pub fn finish(&mut self) -> Result<Vec<VoiceEstimate>, EncodeError> {
+        let mut out = self.release(true)?;
+        let hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop).max(1);
+        let last_end = self.next_hop44.saturating_sub(hop44);
+        if self.samples44 > last_end + hop44 / 2 {
+            self.run_speech(self.samples44)?;
+            let prob = self.vad_history.back().copied().unwrap_or(0.0);
+            let end16 = self.samples44 * u64::from(VAD_RATE) / u64::from(SER_SAMPLE_RATE);
+            out.push(self.estimate(end16, prob));
         }
-        if !self.emotion_updated {
-            return Ok(None);
-        }
-        let prob = self.vad_history.back().copied().unwrap_or(0.0);
-        Ok(Some(self.estimate(prob)))
+        Ok(out)
     }
 
     /// Runs until the audio channel closes or the output is gone.
@@ -225,8 +253,10 @@ impl AudioStage {
                 }
             }
         }
-        if let Some(last) = self.finish()? {
-            tx.send(last).ok();
+        for estimate in self.finish()? {
+            if tx.send(estimate).is_err() {
+                break;
+            }
         }
         Ok(())
     }

@@ -314,7 +314,15 @@ impl Capture {
     pub fn wait(self) -> Result<(), CaptureError> {
         let result = self.wait_inner();
         self.pipeline.set_state(gst::State::Null).ok();
-        result
+        result?;
+        // GStreamer ends a truncated MP4 with a plain EOS; the box sizes tell.
+        if let Some(problem) = self.source.path.as_deref().and_then(iso_bmff_truncation) {
+            return Err(CaptureError::Decode {
+                source_name: self.source.name.clone(),
+                message: problem,
+            });
+        }
+        Ok(())
     }
 
     fn wait_inner(&self) -> Result<(), CaptureError> {
@@ -346,6 +354,44 @@ impl Drop for Capture {
     fn drop(&mut self) {
         self.pipeline.set_state(gst::State::Null).ok();
     }
+}
+
+/// For an ISO base media file (MP4, MOV, M4A: starts with an `ftyp` box), says whether a
+/// top-level box claims more bytes than the file has, i.e. the file was cut short.
+pub fn iso_bmff_truncation(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut offset = 0u64;
+    let mut first = true;
+    while offset + 8 <= len {
+        let mut header = [0u8; 16];
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        file.read_exact(&mut header[..8]).ok()?;
+        let kind = String::from_utf8_lossy(&header[4..8]).into_owned();
+        if first && kind != "ftyp" {
+            return None;
+        }
+        first = false;
+        let mut size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        if size == 1 {
+            file.read_exact(&mut header[8..16]).ok()?;
+            size = u64::from_be_bytes(header[8..16].try_into().ok()?);
+        } else if size == 0 {
+            return None; // the box runs to the end of the file by definition
+        }
+        if size < 8 {
+            return Some(format!("the file is corrupt: box '{kind}' at byte {offset} has size {size}"));
+        }
+        if offset + size > len {
+            return Some(format!(
+                "the file is truncated: box '{kind}' needs {} bytes past byte {offset}, the file ends after {len}",
+                size
+            ));
+        }
+        offset += size;
+    }
+    None
 }
 
 /// Turns GStreamer's error into one line a user understands.

@@ -23,11 +23,22 @@ pub struct CropGeometry {
     pub angle_deg: f32,
 }
 
-/// The square crop for `det`: side `max(w, h) * (1 + margin)` around the box centre; with
-/// `align`, rotated by the angle of the line from the right eye to the left eye.
-pub fn crop_geometry(det: &Detection, margin: f32, align: bool) -> CropGeometry {
-    let center = det.bbox.center();
-    let side = det.bbox.w.max(det.bbox.h) * (1.0 + margin);
+/// The square crop for `det` in a `frame_w` x `frame_h` frame: side `max(w, h) * (1 + margin)`
+/// around the box centre, shrunk to the frame's short side and shifted inside the frame when it
+/// would stick out (so a face filling a small image is cut as the whole image, not padded);
+/// with `align`, rotated by the angle of the line from the right eye to the left eye.
+pub fn crop_geometry(
+    det: &Detection,
+    margin: f32,
+    align: bool,
+    frame_w: u32,
+    frame_h: u32,
+) -> CropGeometry {
+    let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
+    let side = (det.bbox.w.max(det.bbox.h) * (1.0 + margin)).min(fw.min(fh));
+    let (cx, cy) = det.bbox.center();
+    let half = side / 2.0;
+    let center = (cx.clamp(half, fw - half), cy.clamp(half, fh - half));
     let angle_deg = match (align, det.landmarks) {
         (true, Some(lm)) => {
             let (dx, dy) = (lm[1][0] - lm[0][0], lm[1][1] - lm[0][1]);
@@ -164,7 +175,7 @@ mod tests {
 
     #[test]
     fn square_crop_with_margin_around_the_box_centre() {
-        let g = crop_geometry(&det(None), 0.2, true);
+        let g = crop_geometry(&det(None), 0.2, true, 640, 480);
         assert_eq!(g.center, (140.0, 100.0));
         assert!((g.side - 120.0).abs() < 1e-4);
         assert_eq!(g.angle_deg, 0.0);
@@ -189,13 +200,29 @@ mod tests {
         let mut lm = [[0.0f32; 2]; 5];
         lm[0] = [cx - dx, cy - dy];
         lm[1] = [cx + dx, cy + dy];
-        let g = crop_geometry(&det(Some(lm)), 0.2, true);
+        let g = crop_geometry(&det(Some(lm)), 0.2, true, 640, 480);
         assert!((g.angle_deg - 30.0).abs() < 1e-3);
         let m = crop_affine(&g, 64);
         let (_, ry) = apply(&m, f64::from(lm[0][0]), f64::from(lm[0][1]));
         let (_, ly) = apply(&m, f64::from(lm[1][0]), f64::from(lm[1][1]));
         assert!((ry - ly).abs() < 1e-6, "eyes at y {ry} and {ly}");
-        assert_eq!(crop_geometry(&det(Some(lm)), 0.2, false).angle_deg, 0.0);
+        assert_eq!(crop_geometry(&det(Some(lm)), 0.2, false, 640, 480).angle_deg, 0.0);
+    }
+
+    #[test]
+    fn crops_stay_inside_the_frame() {
+        // Box (100, 50, 80, 100) in a 150x120 frame: side 120 fits the height, shifted inside.
+        let g = crop_geometry(&det(None), 0.2, false, 150, 120);
+        assert!((g.side - 120.0).abs() < 1e-4);
+        assert_eq!(g.center, (90.0, 60.0));
+        // A face filling a 48x48 image is cut as the whole image.
+        let tight = Detection {
+            bbox: BBox { x: 3.0, y: 0.0, w: 42.0, h: 48.0 },
+            score: 0.9,
+            landmarks: None,
+        };
+        let g = crop_geometry(&tight, 0.2, false, 48, 48);
+        assert_eq!((g.center, g.side), ((24.0, 24.0), 48.0));
     }
 
     #[test]

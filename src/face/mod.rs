@@ -199,7 +199,13 @@ impl FaceStage {
         let mut faces = Vec::with_capacity(detections.len());
         let mut crops = Vec::with_capacity(detections.len() * self.spec.len());
         for (detection, track) in detections.into_iter().zip(tracks) {
-            let geometry = crop_geometry(&detection, self.config.crop_margin, self.config.align);
+            let geometry = crop_geometry(
+                &detection,
+                self.config.crop_margin,
+                self.config.align,
+                frame.width,
+                frame.height,
+            );
             let crop = extract_crop(&mat, &geometry, self.spec.width, self.spec.crop_color())?;
             self.spec.append_normalized(&crop, &mut crops)?;
             faces.push(TrackedFace {
