@@ -118,8 +118,7 @@ impl AudioStage {
     }
 
     fn window44(&self) -> u64 {
-        samples_at(SER_SAMPLE_RATE, self.config.window)
-            .clamp(1, SER_WINDOW_SAMPLES as u64)
+        samples_at(SER_SAMPLE_RATE, self.config.window).clamp(1, SER_WINDOW_SAMPLES as u64)
     }
 
     fn window_chunks(&self) -> usize {
@@ -190,7 +189,10 @@ impl AudioStage {
         let to = end.min(self.samples44);
         self.window_buf.clear();
         if to > from {
-            let (a, b) = ((from - self.buf44_start) as usize, (to - self.buf44_start) as usize);
+            let (a, b) = (
+                (from - self.buf44_start) as usize,
+                (to - self.buf44_start) as usize,
+            );
             self.window_buf.extend(self.buf44.range(a..b).copied());
         }
         let probs = self.speech.classify(&self.window_buf)?;
@@ -203,8 +205,8 @@ impl AudioStage {
         });
         self.emotion_updated = true;
         // Samples before the next window's start are no longer needed.
-        let keep_from = (end + samples_at(SER_SAMPLE_RATE, self.config.hop))
-            .saturating_sub(self.window44());
+        let keep_from =
+            (end + samples_at(SER_SAMPLE_RATE, self.config.hop)).saturating_sub(self.window44());
         while self.buf44_start < keep_from && !self.buf44.is_empty() {
             self.buf44.pop_front();
             self.buf44_start += 1;

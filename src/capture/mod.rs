@@ -118,7 +118,7 @@ fn check_file(text: &str, path: &Path) -> Result<(), CaptureError> {
 /// Pixels of a decoded frame: the mapped GStreamer buffer when rows are tightly packed
 /// (no copy), else a packed copy.
 enum Pixels {
-    Mapped(gst_video::VideoFrame<gst_video::video_frame::Readable>),
+    Mapped(Box<gst_video::VideoFrame<gst_video::video_frame::Readable>>),
     Owned(Vec<u8>),
 }
 
@@ -373,7 +373,9 @@ pub fn iso_bmff_truncation(path: &Path) -> Option<String> {
             return None;
         }
         first = false;
-        let mut size = u64::from(u32::from_be_bytes([header[0], header[1], header[2], header[3]]));
+        let mut size = u64::from(u32::from_be_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
         if size == 1 {
             file.read_exact(&mut header[8..16]).ok()?;
             size = u64::from_be_bytes(header[8..16].try_into().ok()?);
@@ -381,7 +383,9 @@ pub fn iso_bmff_truncation(path: &Path) -> Option<String> {
             return None; // the box runs to the end of the file by definition
         }
         if size < 8 {
-            return Some(format!("the file is corrupt: box '{kind}' at byte {offset} has size {size}"));
+            return Some(format!(
+                "the file is corrupt: box '{kind}' at byte {offset} has size {size}"
+            ));
         }
         if offset + size > len {
             return Some(format!(
@@ -506,7 +510,7 @@ fn to_video_frame(
     let frame = gst_video::VideoFrame::from_buffer_readable(buffer, info).ok()?;
     let stride = usize::try_from(*info.stride().first()?).ok()?;
     let pixels = if stride == row {
-        Pixels::Mapped(frame)
+        Pixels::Mapped(Box::new(frame))
     } else {
         let data = frame.plane_data(0).ok()?;
         let mut packed = Vec::with_capacity(row * height as usize);

@@ -145,14 +145,19 @@ impl Runtime {
             path: path.to_owned(),
             message,
         };
+        let opt = |e: ort::Error<ort::session::builder::SessionBuilder>| model_err(e.to_string());
         let mut builder = Session::builder(&self.env)
             .map_err(|e| model_err(e.to_string()))?
             .with_intra_threads(1)
-            .and_then(|b| b.with_inter_threads(1))
-            .and_then(|b| b.with_intra_op_spinning(false))
-            .and_then(|b| b.with_inter_op_spinning(false))
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All))
-            .map_err(|e| model_err(e.to_string()))?;
+            .map_err(opt)?
+            .with_inter_threads(1)
+            .map_err(opt)?
+            .with_intra_op_spinning(false)
+            .map_err(opt)?
+            .with_inter_op_spinning(false)
+            .map_err(opt)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(opt)?;
         if self.provider == Provider::Cuda {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])

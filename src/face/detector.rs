@@ -236,12 +236,7 @@ impl YuNet {
                 kps: get("kps")?,
             });
         }
-        let raw = decode_yunet(
-            &per_stride,
-            tw as u32,
-            th as u32,
-            self.config.score_threshold,
-        );
+        let raw = decode_yunet(&per_stride, tw as u32, th, self.config.score_threshold);
         let mut dets = nms(raw, self.config.nms_iou);
         dets.truncate(self.config.max_faces);
         for d in &mut dets {
@@ -330,7 +325,10 @@ mod tests {
         assert!((g.scale - 0.25).abs() < 1e-6);
         assert_eq!((g.resized, g.tensor), ((320, 180), (320, 192)));
         let g = detector_geometry(256, 256, &c, [0, 0]);
-        assert_eq!((g.scale, g.resized, g.tensor), (1.0, (256, 256), (256, 256)));
+        assert_eq!(
+            (g.scale, g.resized, g.tensor),
+            (1.0, (256, 256), (256, 256))
+        );
         let g = detector_geometry(48, 48, &c, [0, 0]);
         assert!((g.scale - 160.0 / 48.0).abs() < 1e-5);
         assert_eq!((g.resized, g.tensor), ((160, 160), (160, 160)));

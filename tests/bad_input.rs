@@ -1,0 +1,130 @@
+//! Bad input gets one clear error line naming the file and the problem, a non-zero exit code,
+//! and loses nothing that decoded. Never a panic, never a hang (every run has a time limit).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_clear_failure, read_jsonl, run_binary, temp_dir, testdata};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn missing_file() {
+    let o = run_binary(&["run", "--source", "/no/such/clip.mp4"], LIMIT);
+    assert_clear_failure(&o, "/no/such/clip.mp4", "no such file");
+}
+
+#[test]
+fn text_file_named_mp4() {
+    let dir = temp_dir("text");
+    let path = dir.join("notes.mp4");
+    std::fs::write(&path, "this is not a video\n").unwrap();
+    let o = run_binary(&["run", "--source", path.to_str().unwrap()], LIMIT);
+    assert_clear_failure(&o, "notes.mp4", "not a media file");
+}
+
+#[test]
+fn empty_file() {
+    let dir = temp_dir("empty");
+    let path = dir.join("empty.mp4");
+    std::fs::write(&path, b"").unwrap();
+    let o = run_binary(&["run", "--source", path.to_str().unwrap()], LIMIT);
+    assert_clear_failure(&o, "empty.mp4", "empty");
+}
+
+/// Remuxes a testdata clip into an MP4 with its index first (as cameras and encoders that
+/// stream write it), so that a cut in the middle leaves decodable frames.
+fn faststart_copy(src: &std::path::Path, dst: &std::path::Path) {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={} ! qtdemux name=d d.video_0 ! queue ! h264parse ! mp4mux faststart=true name=m ! filesink location={} d.audio_0 ! queue ! aacparse ! m.",
+        src.display(),
+        dst.display()
+    ))
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("remux finished");
+    assert!(
+        matches!(msg.view(), gst::MessageView::Eos(..)),
+        "remux failed: {msg:?}"
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn mp4_truncated_in_the_middle_keeps_what_decodes() {
+    let dir = temp_dir("trunc");
+    let whole = dir.join("whole.mp4");
+    faststart_copy(&testdata().join("av/streams/tedlieu_60s_256.mp4"), &whole);
+    let bytes = std::fs::read(&whole).unwrap();
+    let cut = dir.join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.join("cut.jsonl");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            cut.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_clear_failure(&o, "cut.mp4", "truncated");
+    let records = read_jsonl(&out);
+    assert!(
+        records.len() > 300,
+        "records of the decodable half: {}",
+        records.len()
+    );
+    assert!(records.len() < 1400);
+}
+
+#[test]
+fn bad_option_values_are_refused() {
+    let src = testdata().join("av/streams/tedlieu_60s_256.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--face-threshold",
+            "1.5",
+        ],
+        LIMIT,
+    );
+    assert_ne!(o.code, Some(0));
+    assert!(o.stderr.contains("outside 0..1"), "{}", o.stderr);
+}
+
+#[test]
+fn wrong_model_file_is_named() {
+    let dir = temp_dir("models");
+    let models = affectstream::manifest::default_model_dir();
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.join("fer_mini_xception_fer2013.onnx"), b"garbage").unwrap();
+    let src = testdata().join("av/streams/tedlieu_60s_256.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--model-dir",
+            dir.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_clear_failure(&o, "fer_mini_xception_fer2013.onnx", "sha256");
+}

@@ -1,0 +1,168 @@
+//! The real binary on real media: the 60 s talking-head stream, audio-only, video-only and
+//! still-image sources.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{read_jsonl, run_binary, temp_dir, testdata};
+
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn sixty_second_stream_gives_a_record_per_frame_with_face_and_voice() {
+    let dir = temp_dir("ted");
+    let out = dir.join("records.jsonl");
+    let src = testdata().join("av/streams/tedlieu_60s_256.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ],
+        LIMIT,
+    );
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    let records = read_jsonl(&out);
+    // 1499 frames decode (Python reference and ffprobe agree).
+    assert!(
+        (1498..=1500).contains(&records.len()),
+        "{} records",
+        records.len()
+    );
+    let with_face = records
+        .iter()
+        .filter(|r| !r["faces"].as_array().unwrap().is_empty())
+        .count();
+    assert!(
+        with_face as f64 >= 0.95 * records.len() as f64,
+        "faces in {with_face} of {}",
+        records.len()
+    );
+    // Frames in order, timestamps increasing, one track for the one speaker.
+    let mut last_t = -1.0;
+    let mut ids = std::collections::BTreeSet::new();
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["frame"].as_u64(), Some(i as u64));
+        let t = r["t"].as_f64().unwrap();
+        assert!(t > last_t, "time goes forward at frame {i}");
+        last_t = t;
+        assert_eq!(r["device"], "cpu");
+        assert!(r["latency_ms"].as_f64().unwrap() >= 0.0);
+        for f in r["faces"].as_array().unwrap() {
+            ids.insert(f["id"].as_u64().unwrap());
+            let probs: f64 = f["probs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap())
+                .sum();
+            assert!((probs - 1.0).abs() < 1e-3);
+            for k in ["valence", "arousal"] {
+                assert!((-1.0..=1.0).contains(&f[k].as_f64().unwrap()));
+            }
+            assert_eq!(f["landmarks"].as_array().unwrap().len(), 5);
+        }
+        let fused = &r["fused"];
+        assert!(fused.is_object(), "fused value at frame {i}");
+        assert!((0.0..=1.0).contains(&fused["conflict"].as_f64().unwrap()));
+    }
+    assert!(
+        ids.len() <= 3,
+        "one person should keep one track id, got {ids:?}"
+    );
+    // The speaker talks most of the time: the Python reference finds speech (p > 0.5) in 83 %
+    // of frames.
+    let voiced = records
+        .iter()
+        .filter(|r| r["voice"]["speech_prob"].as_f64().unwrap_or(0.0) > 0.5)
+        .count();
+    assert!(
+        voiced as f64 >= 0.75 * records.len() as f64,
+        "speech in {voiced} of {}",
+        records.len()
+    );
+    // After the first window the speech model has an opinion.
+    let late = &records[records.len() - 1]["voice"];
+    assert_eq!(late["probs"].as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn audio_only_source_gives_one_record_per_voice_hop() {
+    let src = testdata().join("speech/ravdess/03-01-01-01-01-01-05.wav");
+    let o = run_binary(
+        &["run", "--source", src.to_str().unwrap(), "--device", "cpu"],
+        LIMIT,
+    );
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    let records = common::parse_jsonl(&o.stdout);
+    // A 3.6 s clip with a 0.5 s hop.
+    assert!(
+        (6..=8).contains(&records.len()),
+        "{} records",
+        records.len()
+    );
+    for r in &records {
+        assert!(r["faces"].as_array().unwrap().is_empty());
+        assert!(r["frame"].is_null());
+        assert!(r["voice"]["probs"].is_array());
+    }
+    let speech = records
+        .iter()
+        .filter(|r| r["voice"]["speech_prob"].as_f64().unwrap() > 0.5)
+        .count();
+    assert!(speech >= 1, "the actor speaks in the middle of the clip");
+}
+
+#[test]
+fn video_without_audio_has_no_voice() {
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let o = run_binary(
+        &["run", "--source", src.to_str().unwrap(), "--device", "cpu"],
+        LIMIT,
+    );
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    let records = common::parse_jsonl(&o.stdout);
+    assert!(records.len() > 50);
+    assert!(records.iter().all(|r| r["voice"].is_null()));
+    let happy = records
+        .iter()
+        .filter(|r| r["fused"]["valence"].as_f64().is_some_and(|v| v > 0.0))
+        .count();
+    assert!(
+        happy * 2 > records.len(),
+        "a happy face reads as positive valence"
+    );
+}
+
+#[test]
+fn still_image_gives_one_record() {
+    let dir = testdata().join("faces/fer2013/happy");
+    let img = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            img.to_str().unwrap(),
+            "--face-threshold",
+            "0.6",
+            "--device",
+            "cpu",
+        ],
+        LIMIT,
+    );
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    let records = common::parse_jsonl(&o.stdout);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["faces"].as_array().unwrap().len(), 1);
+    assert!(records[0]["voice"].is_null());
+}
