@@ -52,6 +52,10 @@ struct RunArgs {
     /// Long side of the frame as the face detector sees it, in pixels (32..4096).
     #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u32).range(32..=4096))]
     detect_size: u32,
+    /// Run the face detector on every n-th frame and track in between (1..30; frames with no
+    /// tracked face are always searched).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
+    detect_every: u32,
     /// Do not rotate face crops to level the eyes.
     #[arg(long)]
     no_align: bool,
@@ -102,6 +106,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     face.detector.score_threshold = args.face_threshold;
     face.detector.max_side = args.detect_size;
     face.align = !args.no_align;
+    face.detect_interval = args.detect_every;
     let audio = AudioConfig {
         hop: Duration::from_secs_f64(args.voice_hop),
         ..AudioConfig::default()

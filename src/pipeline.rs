@@ -125,7 +125,7 @@ impl Models {
         )?;
         Ok(Self {
             provider: runtime.provider(),
-            face: FaceStage::new(detector, opts.face, spec),
+            face: FaceStage::new(detector, opts.face),
             expression,
             audio: AudioStage::new(vad, speech, opts.audio),
         })

@@ -42,8 +42,8 @@ fn fer2013_accuracy_through_detect_and_crop() {
             let source = Source::parse(path.to_str().unwrap()).unwrap();
             let (capture, outputs) = Capture::start(&source).unwrap();
             let frame = outputs.video.recv().expect("one decoded frame");
-            let batch = models.face.process(&frame).unwrap();
-            drop(frame);
+            models.face.reset();
+            let batch = models.face.process(frame).unwrap();
             drop(outputs);
             capture.wait().unwrap();
             let faces = models.expression.process(batch).unwrap().faces;

@@ -10,8 +10,9 @@ use ort::value::TensorRef;
 
 use super::runtime::{Runtime, RuntimeError};
 use super::{ClassHead, ImageInputSpec};
+use crate::face::crop::extract_crop;
 use crate::face::detection::Detection;
-use crate::face::{FaceBatch, FrameMeta};
+use crate::face::{FaceBatch, FrameMeta, frame_mat};
 use crate::metrics::Stage;
 
 /// Errors of the expression encoder.
@@ -21,6 +22,8 @@ pub enum EncodeError {
     Runtime(#[from] RuntimeError),
     #[error("expression model inference failed: {0}")]
     Inference(#[from] ort::Error),
+    #[error("cutting a face crop failed: {0}")]
+    Crop(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
     WrongModel {
         path: std::path::PathBuf,
@@ -59,6 +62,7 @@ pub struct ExpressionEncoder {
     spec: ImageInputSpec,
     head: ClassHead,
     input_name: String,
+    crops: Vec<f32>,
 }
 
 impl ExpressionEncoder {
@@ -125,6 +129,7 @@ impl ExpressionEncoder {
             spec,
             head,
             input_name,
+            crops: Vec::new(),
         })
     }
 
@@ -158,11 +163,23 @@ impl ExpressionEncoder {
             .collect())
     }
 
-    /// Encodes every face of a batch.
+    /// Cuts the crop of every face of a batch, releases the frame, and encodes the crops.
     pub fn process(&mut self, batch: FaceBatch) -> Result<FaceFrame, EncodeError> {
         let mut meta = batch.meta;
         meta.stamps.start(Stage::Encode);
-        let probs = self.classify(&batch.crops, batch.faces.len())?;
+        self.crops.clear();
+        {
+            let mat = frame_mat(&batch.frame)?;
+            for face in &batch.faces {
+                let crop = extract_crop(&mat, &face.crop, self.spec.width, self.spec.crop_color())?;
+                self.spec.append_normalized(&crop, &mut self.crops)?;
+            }
+        }
+        drop(batch.frame);
+        let crops = std::mem::take(&mut self.crops);
+        let probs = self.classify(&crops, batch.faces.len());
+        self.crops = crops;
+        let probs = probs?;
         let faces = batch
             .faces
             .into_iter()

@@ -14,11 +14,10 @@ use crossbeam_channel::{Receiver, Sender};
 use opencv::core::{Mat, Vec3b};
 
 use crate::capture::VideoFrame;
-use crate::encode::ImageInputSpec;
 use crate::encode::runtime::{Runtime, RuntimeError};
 use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::{Stage, Stamps};
-use crop::{CropGeometry, crop_geometry, extract_crop};
+use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
 use detector::{DetectorConfig, FaceDetector, Haar, YuNet};
 use tracker::Tracker;
@@ -59,6 +58,9 @@ pub struct FaceConfig {
     pub track_iou: f32,
     /// How long a lost track is kept.
     pub track_max_gap: Duration,
+    /// Run the detector on every n-th frame (1 = every frame); frames between reuse the last
+    /// detections, and a frame with no face tracked is always searched.
+    pub detect_interval: u32,
 }
 
 impl Default for FaceConfig {
@@ -69,6 +71,7 @@ impl Default for FaceConfig {
             align: true,
             track_iou: 0.3,
             track_max_gap: Duration::from_millis(500),
+            detect_interval: 2,
         }
     }
 }
@@ -103,14 +106,15 @@ pub struct TrackedFace {
     pub crop: CropGeometry,
 }
 
-/// A frame's faces and their encoder-ready crops.
+/// A frame and the faces found in it, on their way to the encoder (which cuts the crops, so
+/// the two threads share the work evenly).
 pub struct FaceBatch {
-    /// The frame.
+    /// The frame's metadata.
     pub meta: FrameMeta,
     /// Faces, best detector score first.
     pub faces: Vec<TrackedFace>,
-    /// Crops as one batch tensor (faces x the encoder's input), already normalised.
-    pub crops: Vec<f32>,
+    /// The frame itself (released by the encoder once the crops are cut).
+    pub frame: VideoFrame,
 }
 
 /// Picks the detector the manifest offers: YuNet (dynamic, else static), else the Haar
@@ -153,23 +157,33 @@ pub fn load_detector(
     }
 }
 
-/// The face stage's per-frame work: detection, tracking and crops.
+/// The face stage's per-frame work: detection (every `detect_interval` frames, and whenever
+/// no face is tracked) and tracking.
 pub struct FaceStage {
     detector: FaceDetector,
     tracker: Tracker,
     config: FaceConfig,
-    spec: ImageInputSpec,
+    last: Vec<Detection>,
+    frames_since_detection: u32,
 }
 
 impl FaceStage {
-    /// A face stage with `detector`, producing crops as `spec` describes.
-    pub fn new(detector: FaceDetector, config: FaceConfig, spec: ImageInputSpec) -> Self {
+    /// A face stage with `detector`.
+    pub fn new(detector: FaceDetector, config: FaceConfig) -> Self {
         Self {
             detector,
             tracker: Tracker::new(config.track_iou, config.track_max_gap),
             config,
-            spec,
+            last: Vec::new(),
+            frames_since_detection: u32::MAX,
         }
+    }
+
+    /// Forgets tracks and detections: the next frame starts a new stream.
+    pub fn reset(&mut self) {
+        self.tracker = Tracker::new(self.config.track_iou, self.config.track_max_gap);
+        self.last.clear();
+        self.frames_since_detection = u32::MAX;
     }
 
     /// Name of the detector in use.
@@ -177,8 +191,8 @@ impl FaceStage {
         self.detector.name()
     }
 
-    /// Detects, tracks and crops the faces of one frame.
-    pub fn process(&mut self, frame: &VideoFrame) -> Result<FaceBatch, FaceError> {
+    /// Detects (or carries the last detections forward) and tracks the faces of one frame.
+    pub fn process(&mut self, frame: VideoFrame) -> Result<FaceBatch, FaceError> {
         let mut stamps = frame.stamps;
         stamps.start(Stage::Detect);
         let rgb = frame.rgb();
@@ -192,29 +206,33 @@ impl FaceStage {
                 height: frame.height,
             });
         }
-        let mat =
-            Mat::new_rows_cols_with_bytes::<Vec3b>(frame.height as i32, frame.width as i32, rgb)?;
-        let detections = self.detector.detect(&mat)?;
-        let tracks = self.tracker.update(frame.pts, &detections);
-        let mut faces = Vec::with_capacity(detections.len());
-        let mut crops = Vec::with_capacity(detections.len() * self.spec.len());
-        for (detection, track) in detections.into_iter().zip(tracks) {
-            let geometry = crop_geometry(
-                &detection,
-                self.config.crop_margin,
-                self.config.align,
-                frame.width,
-                frame.height,
-            );
-            let crop = extract_crop(&mat, &geometry, self.spec.width, self.spec.crop_color())?;
-            self.spec.append_normalized(&crop, &mut crops)?;
-            faces.push(TrackedFace {
+        let due = self.frames_since_detection >= self.config.detect_interval.max(1) - 1
+            || self.last.is_empty();
+        if due {
+            let mat = frame_mat(&frame)?;
+            self.last = self.detector.detect(&mat)?;
+            self.frames_since_detection = 0;
+        } else {
+            self.frames_since_detection += 1;
+        }
+        let tracks = self.tracker.update(frame.pts, &self.last);
+        let faces = self
+            .last
+            .iter()
+            .zip(tracks)
+            .map(|(detection, track)| TrackedFace {
                 id: track.id,
                 track_age: track.age,
-                detection,
-                crop: geometry,
-            });
-        }
+                detection: *detection,
+                crop: crop_geometry(
+                    detection,
+                    self.config.crop_margin,
+                    self.config.align,
+                    frame.width,
+                    frame.height,
+                ),
+            })
+            .collect();
         stamps.end(Stage::Detect);
         Ok(FaceBatch {
             meta: FrameMeta {
@@ -226,20 +244,22 @@ impl FaceStage {
                 stamps,
             },
             faces,
-            crops,
+            frame,
         })
     }
 
-    /// Runs until the input channel closes or the output is gone; frames are released as soon
-    /// as their crops are cut.
+    /// Runs until the input channel closes or the output is gone.
     pub fn run(mut self, rx: Receiver<VideoFrame>, tx: Sender<FaceBatch>) -> Result<(), FaceError> {
         for frame in rx {
-            let batch = self.process(&frame)?;
-            drop(frame);
-            if tx.send(batch).is_err() {
+            if tx.send(self.process(frame)?).is_err() {
                 break;
             }
         }
         Ok(())
     }
+}
+
+/// An OpenCV view of a frame's packed RGB pixels (no copy).
+pub fn frame_mat(frame: &VideoFrame) -> opencv::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
+    Mat::new_rows_cols_with_bytes::<Vec3b>(frame.height as i32, frame.width as i32, frame.rgb())
 }
