@@ -24,7 +24,7 @@ APT_PACKAGES=(pkg-config python3 python3-venv
   libopencv-dev clang libclang-dev opencv-data libasound2-dev alsa-utils
   libxkbcommon-dev libxkbcommon-x11-0 libx11-dev libxcursor1 libxrandr2 libxi6 libx11-xcb1
   libgl1-mesa-dri libgl1 libegl1 libegl-mesa0 mesa-vulkan-drivers libvulkan1
-  xvfb x11-apps x11-utils xdotool imagemagick)
+  xvfb x11-apps x11-utils xdotool imagemagick fonts-dejavu-core)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

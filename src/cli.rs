@@ -9,7 +9,6 @@ use clap::{Args, Parser, Subcommand};
 use affectstream::audio::AudioConfig;
 use affectstream::encode::runtime::DeviceRequest;
 use affectstream::face::FaceConfig;
-use affectstream::fusion::FusionConfig;
 use affectstream::manifest;
 use affectstream::pipeline::{self, RunOptions};
 use affectstream::sink::JsonlTarget;
@@ -26,6 +25,47 @@ struct Cli {
 enum Command {
     /// Process a media file or URI and write one JSON record per video frame.
     Run(RunArgs),
+    /// Measure per-frame and per-stage latency and throughput on a source.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Media file path or URI.
+    #[arg(long)]
+    source: String,
+    /// Release frames at their timestamps (1x real time), like a camera.
+    #[arg(long)]
+    paced: bool,
+    /// Streams processed at once (1..64).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    streams: u32,
+    /// Run this many seconds, looping the source when it is shorter.
+    #[arg(long, value_parser = positive_seconds)]
+    duration: Option<f64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Draw the PNG plot here (default: next to the report, .png).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Execution provider: auto, cpu or cuda.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceRequest,
+    /// Run the face detector on every n-th frame (1..30).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
+    detect_every: u32,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if v > 0.0 && v <= 7.0 * 24.0 * 3600.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v} is not a duration between 0 and a week, in seconds"
+        ))
+    }
 }
 
 #[derive(Args)]
@@ -98,7 +138,30 @@ pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
     }
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let mut run = RunOptions {
+        device: args.device,
+        ..RunOptions::new(args.source.clone())
+    };
+    run.face.detect_interval = args.detect_every;
+    let plot = args
+        .plot
+        .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
+    let opts = affectstream::bench::BenchOptions {
+        run,
+        paced: args.paced,
+        streams: args.streams as usize,
+        duration: args.duration.map(Duration::from_secs_f64),
+        report: args.report,
+        plot,
+    };
+    let report = affectstream::bench::bench(&opts)?;
+    print!("{}", affectstream::bench::table(&report));
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -112,7 +175,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ..AudioConfig::default()
     };
     let opts = RunOptions {
-        source: args.source.clone(),
         out: args
             .out
             .clone()
@@ -122,8 +184,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         model_dir: args.model_dir,
         face,
         audio,
-        fusion: FusionConfig::default(),
         progress: true,
+        ..RunOptions::new(args.source.clone())
     };
     let summary = pipeline::run(&opts)?;
     let e2e = summary.latency.end_to_end();

@@ -8,6 +8,7 @@
 //! See ARCHITECTURE.md.
 
 pub mod audio;
+pub mod bench;
 pub mod capture;
 pub mod encode;
 pub mod face;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::audio::vad::SileroVad;
 use crate::audio::{AudioConfig, AudioStage};
-use crate::capture::{Capture, CaptureError, Source};
+use crate::capture::{Capture, CaptureError, CaptureOptions, Source};
 use crate::encode::expression::{EncodeError, ExpressionEncoder};
 use crate::encode::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
 use crate::encode::speech::SpeechEncoder;
@@ -69,6 +69,30 @@ pub struct RunOptions {
     pub fusion: FusionConfig,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Pacing and looping of the source.
+    pub capture: CaptureOptions,
+    /// Stop after this much wall time (then the source drains and the run ends normally).
+    pub max_duration: Option<Duration>,
+}
+
+impl RunOptions {
+    /// Options for `source` with every setting at its default: records to stdout, models from
+    /// the default manifest, CPU or CUDA as available, no progress bar.
+    pub fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            out: JsonlTarget::Stdout,
+            device: DeviceRequest::Auto,
+            manifest: crate::manifest::default_manifest_path(),
+            model_dir: crate::manifest::default_model_dir(),
+            face: FaceConfig::default(),
+            audio: AudioConfig::default(),
+            fusion: FusionConfig::default(),
+            progress: false,
+            capture: CaptureOptions::default(),
+            max_duration: None,
+        }
+    }
 }
 
 /// What a finished run reports.
@@ -141,18 +165,33 @@ fn join<T>(handle: thread::JoinHandle<T>, name: &'static str) -> Result<T, Pipel
 pub fn run(opts: &RunOptions) -> Result<RunSummary, PipelineError> {
     let source = Source::parse(&opts.source)?;
     let models = Models::load(opts)?;
-    run_with_models(opts, &source, models)
+    run_with_models(opts, &source, models, |_| {})
 }
 
-/// [`run`] with models already loaded.
+/// [`run`] with models already loaded; `observe` sees every record as it is written (on the
+/// sink thread).
 pub fn run_with_models(
     opts: &RunOptions,
     source: &Source,
     models: Models,
+    mut observe: impl FnMut(&Record) + Send + 'static,
 ) -> Result<RunSummary, PipelineError> {
     let sink = JsonlSink::open(&opts.out)?;
     let started = Instant::now();
-    let (capture, outputs) = Capture::start(source)?;
+    let (capture, outputs) = Capture::start_with(source, opts.capture)?;
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+    if let Some(limit) = opts.max_duration {
+        let stop = capture.stop_handle();
+        thread::Builder::new()
+            .name("affectstream-timer".into())
+            .spawn(move || {
+                // Wakes at the limit, or earlier when the run ends (the sender is dropped).
+                if done_rx.recv_timeout(limit).is_err() {
+                    stop.stop();
+                }
+            })
+            .map_err(|_| PipelineError::StageCrashed("timer"))?;
+    }
     let frames = capture.frames.clone();
     let detector = models.face.detector_name();
     let progress = opts
@@ -180,7 +219,9 @@ pub fn run_with_models(
     let audio = spawn("audio")
         .spawn(move || audio_stage.run(audio_rx, voice_tx))
         .map_err(|_| PipelineError::StageCrashed("audio"))?;
-    let fusion_stage = Fusion::new(opts.fusion, source.name.clone(), models.provider.name());
+    let mut fusion_config = opts.fusion;
+    fusion_config.wait_for_voice &= !(opts.capture.paced || source.is_live());
+    let fusion_stage = Fusion::new(fusion_config, source.name.clone(), models.provider.name());
     let layout_rx = outputs.layout;
     let fusion = spawn("fusion")
         .spawn(move || fusion_stage.run(faces_rx, voice_rx, layout_rx, records_tx))
@@ -192,11 +233,13 @@ pub fn run_with_models(
                 if let Some(bar) = &bar {
                     bar.set_position((r.t * 1000.0) as u64);
                 }
+                observe(r);
             })
         })
         .map_err(|_| PipelineError::StageCrashed("sink"))?;
 
     let captured = capture.wait();
+    drop(done_tx);
     let face_result = join(face, "face")?;
     let encode_result = join(encoder, "encode")?;
     let audio_result = join(audio, "audio")?;

@@ -7,7 +7,6 @@ mod common;
 use affectstream::capture::{Capture, Source};
 use affectstream::encode::runtime::DeviceRequest;
 use affectstream::pipeline::{Models, RunOptions};
-use affectstream::sink::JsonlTarget;
 
 const CLASSES: [&str; 7] = [
     "angry", "disgust", "fear", "happy", "sad", "surprise", "neutral",
@@ -16,15 +15,8 @@ const CLASSES: [&str; 7] = [
 #[test]
 fn fer2013_accuracy_through_detect_and_crop() {
     let mut options = RunOptions {
-        source: String::new(),
-        out: JsonlTarget::Stdout,
         device: DeviceRequest::Cpu,
-        manifest: affectstream::manifest::default_manifest_path(),
-        model_dir: affectstream::manifest::default_model_dir(),
-        face: Default::default(),
-        audio: Default::default(),
-        fusion: Default::default(),
-        progress: false,
+        ..RunOptions::new("")
     };
     // The Python reference detects at YuNet's usual 0.6 on these small, tight images.
     options.face.detector.score_threshold = 0.6;

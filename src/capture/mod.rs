@@ -191,12 +191,42 @@ pub struct CaptureOutputs {
     pub layout: Receiver<Layout>,
 }
 
+/// How a capture delivers its source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CaptureOptions {
+    /// Release frames at their timestamps (1x real time), like a camera, instead of as fast
+    /// as they decode.
+    pub paced: bool,
+    /// Start again from the beginning at the end of the source (gapless segment seeks);
+    /// timestamps keep increasing. Stop it with [`StopHandle::stop`].
+    pub looped: bool,
+}
+
+/// Ends a running capture from any thread (the pipeline drains and reports end of stream).
+#[derive(Clone)]
+pub struct StopHandle {
+    pipeline: gst::glib::WeakRef<gst::Pipeline>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StopHandle {
+    /// Asks the capture to end: what is decoded so far is delivered, then end of stream.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Some(p) = self.pipeline.upgrade() {
+            p.send_event(gst::event::Eos::new());
+        }
+    }
+}
+
 /// A running GStreamer capture. Dropping it stops the pipeline.
 pub struct Capture {
     pipeline: gst::Pipeline,
     source: Source,
     /// Frames delivered so far.
     pub frames: Arc<AtomicU64>,
+    options: CaptureOptions,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Default)]
@@ -216,9 +246,17 @@ pub fn init() -> Result<(), CaptureError> {
 }
 
 impl Capture {
-    /// Builds the pipeline for `source` and starts it. Offline sources block the streaming
-    /// threads when a channel is full (every frame is processed).
+    /// Builds the pipeline for `source` and starts it, as fast as it decodes, once. Offline
+    /// sources block the streaming threads when a channel is full (every frame is processed).
     pub fn start(source: &Source) -> Result<(Self, CaptureOutputs), CaptureError> {
+        Self::start_with(source, CaptureOptions::default())
+    }
+
+    /// [`Capture::start`] with pacing and looping options.
+    pub fn start_with(
+        source: &Source,
+        options: CaptureOptions,
+    ) -> Result<(Self, CaptureOutputs), CaptureError> {
         init()?;
         let setup = |e: &dyn std::fmt::Display| CaptureError::Setup(e.to_string());
         let pipeline = gst::Pipeline::with_name("affectstream-capture");
@@ -252,12 +290,12 @@ impl Capture {
                 let result = if kind.starts_with("video/") && !linked.video {
                     linked.video = true;
                     link_branch(&pipeline, pad, VIDEO_BRANCH, |bin| {
-                        attach_video_sink(bin, video_tx.clone(), frames.clone())
+                        attach_video_sink(bin, video_tx.clone(), frames.clone(), options.paced)
                     })
                 } else if kind.starts_with("audio/") && !linked.audio {
                     linked.audio = true;
                     link_branch(&pipeline, pad, AUDIO_BRANCH, |bin| {
-                        attach_audio_sinks(bin, audio_tx.clone())
+                        attach_audio_sinks(bin, audio_tx.clone(), options.paced)
                     })
                 } else {
                     Ok(())
@@ -281,18 +319,41 @@ impl Capture {
             });
         }
 
+        let refused = |pipeline: &gst::Pipeline| CaptureError::Open {
+            source_name: source.name.clone(),
+            message: first_bus_error(pipeline)
+                .unwrap_or_else(|| "the pipeline refused to start".into()),
+        };
+        if options.looped {
+            // A segment seek makes the source post SEGMENT_DONE instead of EOS at its end, and
+            // the next (non-flushing) segment seek continues without a gap in running time.
+            pipeline
+                .set_state(gst::State::Paused)
+                .map_err(|_| refused(&pipeline))?;
+            let prerolled = pipeline.state(gst::ClockTime::from_seconds(30));
+            if prerolled.0.is_err() {
+                return Err(refused(&pipeline));
+            }
+            pipeline
+                .seek_simple(
+                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
+                    gst::ClockTime::ZERO,
+                )
+                .map_err(|e| CaptureError::Open {
+                    source_name: source.name.clone(),
+                    message: format!("cannot loop this source: {e}"),
+                })?;
+        }
         pipeline
             .set_state(gst::State::Playing)
-            .map_err(|_| CaptureError::Open {
-                source_name: source.name.clone(),
-                message: first_bus_error(&pipeline)
-                    .unwrap_or_else(|| "the pipeline refused to start".into()),
-            })?;
+            .map_err(|_| refused(&pipeline))?;
         Ok((
             Self {
                 pipeline,
                 source: source.clone(),
                 frames,
+                options,
+                stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             },
             CaptureOutputs {
                 video: video_rx,
@@ -300,6 +361,14 @@ impl Capture {
                 layout: layout_rx,
             },
         ))
+    }
+
+    /// A handle that ends this capture from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            pipeline: self.pipeline.downgrade(),
+            stopping: self.stopping.clone(),
+        }
     }
 
     /// Duration of the source, when the container says.
@@ -316,7 +385,12 @@ impl Capture {
         self.pipeline.set_state(gst::State::Null).ok();
         result?;
         // GStreamer ends a truncated MP4 with a plain EOS; the box sizes tell.
-        if let Some(problem) = self.source.path.as_deref().and_then(iso_bmff_truncation) {
+        let stopped = self.stopping.load(Ordering::SeqCst);
+        if let Some(problem) = (!stopped)
+            .then_some(self.source.path.as_deref())
+            .flatten()
+            .and_then(iso_bmff_truncation)
+        {
             return Err(CaptureError::Decode {
                 source_name: self.source.name.clone(),
                 message: problem,
@@ -333,6 +407,17 @@ impl Capture {
             use gst::MessageView;
             match msg.view() {
                 MessageView::Eos(..) => return Ok(()),
+                MessageView::SegmentDone(..) if self.options.looped => {
+                    if self.stopping.load(Ordering::SeqCst) {
+                        self.pipeline.send_event(gst::event::Eos::new());
+                    } else if let Err(e) = self
+                        .pipeline
+                        .seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)
+                    {
+                        tracing::warn!("cannot loop {}: {e}; ending", self.source.name);
+                        self.pipeline.send_event(gst::event::Eos::new());
+                    }
+                }
                 MessageView::Error(err) => {
                     tracing::debug!(debug = ?err.debug(), "GStreamer error");
                     return Err(CaptureError::Decode {
@@ -451,12 +536,26 @@ fn appsink(bin: &gst::Bin, name: &str) -> Result<gst_app::AppSink, String> {
         .ok_or_else(|| format!("branch has no appsink named {name}"))
 }
 
+/// Running time of a buffer: stream time mapped through its segment, so it keeps increasing
+/// across loops and seeks (and equals the timestamp for a plain file).
+fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
+    let pts = pts?;
+    let running = sample
+        .segment()
+        .and_then(|s| s.downcast_ref::<gst::ClockTime>())
+        .and_then(|s| s.to_running_time(pts))
+        .unwrap_or(pts);
+    Some(Duration::from_nanos(running.nseconds()))
+}
+
 fn attach_video_sink(
     bin: &gst::Bin,
     tx: Sender<VideoFrame>,
     frames: Arc<AtomicU64>,
+    paced: bool,
 ) -> Result<(), String> {
     let sink = appsink(bin, "sink")?;
+    sink.set_property("sync", paced);
     let info: Mutex<Option<gst_video::VideoInfo>> = Mutex::new(None);
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -476,9 +575,13 @@ fn attach_video_sink(
                 };
                 drop(info_slot);
                 let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
-                let frame = to_video_frame(buffer, &info, frames.fetch_add(1, Ordering::Relaxed))
-                    .ok_or(gst::FlowError::Error)?;
-                let mut frame = frame;
+                let pts = running_time(&sample, buffer.pts());
+                let mut frame =
+                    to_video_frame(buffer, &info, frames.fetch_add(1, Ordering::Relaxed))
+                        .ok_or(gst::FlowError::Error)?;
+                if let Some(pts) = pts {
+                    frame.pts = pts;
+                }
                 frame.stamps = Stamps::new(decoded);
                 // Offline: block until the face stage takes it (backpressure, no frame lost).
                 tx.send(frame).map_err(|_| gst::FlowError::Flushing)?;
@@ -530,16 +633,17 @@ fn to_video_frame(
     })
 }
 
-fn attach_audio_sinks(bin: &gst::Bin, tx: Sender<AudioBlock>) -> Result<(), String> {
+fn attach_audio_sinks(bin: &gst::Bin, tx: Sender<AudioBlock>, paced: bool) -> Result<(), String> {
     for (name, rate) in [("sink16k", 16_000u32), ("sink44k", 44_100u32)] {
         let sink = appsink(bin, name)?;
+        sink.set_property("sync", paced);
         let tx = tx.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
-                    let pts = buffer.pts().map(|t| Duration::from_nanos(t.nseconds()));
+                    let pts = running_time(&sample, buffer.pts());
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                     let samples: Vec<f32> = map
                         .chunks_exact(4)

@@ -23,6 +23,10 @@ pub struct FusionConfig {
     pub max_pending_frames: usize,
     /// Below this total reliability there is no fused value.
     pub min_reliability: f32,
+    /// Hold each frame until the voice has reached its end time (files: exact alignment).
+    /// Live and paced sources do not wait: a frame takes the latest voice estimate at or
+    /// before its time, so the voice never adds latency.
+    pub wait_for_voice: bool,
 }
 
 impl Default for FusionConfig {
@@ -31,6 +35,7 @@ impl Default for FusionConfig {
             voice_stale_after: Duration::from_millis(500),
             max_pending_frames: 96,
             min_reliability: 0.05,
+            wait_for_voice: true,
         }
     }
 }
@@ -168,6 +173,7 @@ impl Fusion {
             let frame_end = front.meta.pts + front.meta.duration;
             let voice_caught_up = self.voice_watermark().is_some_and(|w| w >= frame_end);
             let release = self.voice_done
+                || !self.config.wait_for_voice
                 || !self.has_audio()
                 || voice_caught_up
                 || self.pending.len() > self.config.max_pending_frames;

@@ -32,6 +32,8 @@ pub enum JsonlTarget {
     Stdout,
     /// A file (created or truncated).
     File(PathBuf),
+    /// Nowhere (benchmarks: records are counted and measured, not kept).
+    Discard,
 }
 
 /// What a finished sink reports.
@@ -55,6 +57,7 @@ impl JsonlSink {
     pub fn open(target: &JsonlTarget) -> Result<Self, SinkError> {
         let (writer, name): (Box<dyn Write + Send>, String) = match target {
             JsonlTarget::Stdout => (Box::new(BufWriter::new(std::io::stdout())), "stdout".into()),
+            JsonlTarget::Discard => (Box::new(std::io::sink()), "nowhere".into()),
             JsonlTarget::File(path) => {
                 let file = File::create(path).map_err(|source| SinkError::Create {
                     path: path.clone(),

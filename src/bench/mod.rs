@@ -1,0 +1,454 @@
+//! `affectstream bench`: runs the real pipeline on a source (optionally paced at 1x like a
+//! camera, looped, several streams at once) and measures every frame: end-to-end latency
+//! (decoded → record ready), lag behind the frame's schedule when paced, per-stage working
+//! time, throughput, late frames, CPU and memory. Prints a table, writes a JSON report and a PNG.
+
+mod plot;
+mod procstat;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::capture::{CaptureOptions, Source};
+use crate::metrics::Percentiles;
+use crate::pipeline::{self, Models, PipelineError, RunOptions};
+use crate::record::Record;
+use crate::sink::JsonlTarget;
+
+/// Errors of a benchmark run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("cannot write the report {path}: {message}")]
+    Report { path: PathBuf, message: String },
+    #[error("stream {stream} stopped unexpectedly")]
+    StreamCrashed { stream: usize },
+}
+
+/// What to benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The pipeline settings (source, device, models, stage settings).
+    pub run: RunOptions,
+    /// Release frames at their timestamps (1x), like a camera.
+    pub paced: bool,
+    /// Streams processed at once (each a full pipeline on the same source).
+    pub streams: usize,
+    /// Run this long, looping the source if it is shorter; None: the source once.
+    pub duration: Option<Duration>,
+    /// JSON report path.
+    pub report: Option<PathBuf>,
+    /// PNG plot path.
+    pub plot: Option<PathBuf>,
+}
+
+/// One point of the latency time series.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Seconds since the stream started.
+    pub at_s: f64,
+    /// End-to-end latency, ms.
+    pub latency_ms: f64,
+    /// Lag behind the frame's schedule (paced), ms.
+    pub lag_ms: Option<f64>,
+    /// Detect stage, ms.
+    pub detect_ms: f64,
+    /// Seconds since the stream started at which the frame was decoded.
+    #[serde(skip)]
+    pub decoded_at_s: f64,
+    /// Stream time of the frame, s.
+    #[serde(skip)]
+    pub t: f64,
+    /// Encode stage, ms.
+    pub encode_ms: f64,
+}
+
+/// Memory and CPU of the process over time.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ResourceSample {
+    /// Seconds since the benchmark started.
+    pub at_s: f64,
+    /// Resident set size, MB.
+    pub rss_mb: f64,
+    /// CPU use over the last interval, % of one core.
+    pub cpu_percent: f64,
+}
+
+struct Collector {
+    started: Option<Instant>,
+    frame_interval_s: f64,
+    end_to_end: Histogram<u64>,
+    lag: Histogram<u64>,
+    stages: [Histogram<u64>; 3],
+    records: u64,
+    video_records: u64,
+    late: u64,
+    faces: u64,
+    series: Vec<Sample>,
+}
+
+#[allow(clippy::expect_used)]
+fn histogram() -> Histogram<u64> {
+    // 1 µs .. 1 hour at 3 significant digits are valid bounds: construction cannot fail.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn micros(ms: f64) -> u64 {
+    ((ms * 1000.0).max(1.0)) as u64
+}
+
+impl Collector {
+    fn new() -> Self {
+        Self {
+            started: None,
+            frame_interval_s: 0.04,
+            end_to_end: histogram(),
+            lag: histogram(),
+            stages: [histogram(), histogram(), histogram()],
+            records: 0,
+            video_records: 0,
+            late: 0,
+            faces: 0,
+            series: Vec::new(),
+        }
+    }
+
+    fn observe(&mut self, r: &Record) {
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        self.records += 1;
+        let Some(latency) = r.latency_ms else {
+            return;
+        };
+        self.video_records += 1;
+        if !r.faces.is_empty() {
+            self.faces += 1;
+        }
+        self.end_to_end.saturating_record(micros(latency));
+        let s = &r.stages_ms;
+        for (h, v) in self.stages.iter_mut().zip([s.detect, s.encode, s.fuse]) {
+            if let Some(v) = v {
+                h.saturating_record(micros(v));
+            }
+        }
+        let at_s = now.saturating_duration_since(started).as_secs_f64();
+        self.series.push(Sample {
+            at_s,
+            latency_ms: latency,
+            lag_ms: None,
+            detect_ms: s.detect.unwrap_or(0.0),
+            encode_ms: s.encode.unwrap_or(0.0),
+            decoded_at_s: at_s - latency / 1000.0,
+            t: r.t,
+        });
+        if self.series.len() >= 2 {
+            let n = self.series.len();
+            let dt = self.series[n - 1].t - self.series[n - 2].t;
+            if dt > 0.0 && dt < 1.0 {
+                self.frame_interval_s = dt;
+            }
+        }
+    }
+
+    /// Paced runs: each frame's lag behind its schedule. The schedule is the earliest one
+    /// consistent with every frame (frame t due at anchor + t, anchor = min(decoded - t)), so a
+    /// slow first frame does not hide later lateness.
+    fn compute_lag(&mut self) {
+        let anchor = self
+            .series
+            .iter()
+            .map(|s| s.decoded_at_s - s.t)
+            .fold(f64::INFINITY, f64::min);
+        if !anchor.is_finite() {
+            return;
+        }
+        for s in &mut self.series {
+            let lag = (s.at_s - (anchor + s.t)).max(0.0) * 1000.0;
+            s.lag_ms = Some(lag);
+            self.lag.saturating_record(micros(lag));
+            if lag > self.frame_interval_s * 1000.0 {
+                self.late += 1;
+            }
+        }
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |v: u64| v as f64 / 1000.0;
+    Percentiles {
+        count: h.len(),
+        p50: ms(h.value_at_quantile(0.50)),
+        p95: ms(h.value_at_quantile(0.95)),
+        p99: ms(h.value_at_quantile(0.99)),
+        max: ms(h.max()),
+    }
+}
+
+/// Figures of one stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamReport {
+    /// Stream number, from 0.
+    pub stream: usize,
+    /// Frames decoded.
+    pub frames_in: u64,
+    /// Records written (video frames + audio-only records).
+    pub records_out: u64,
+    /// Frames dropped (offline and paced runs process every frame: 0).
+    pub frames_dropped: u64,
+    /// Share of video records with a face.
+    pub face_fraction: f64,
+    /// Frames whose record was ready more than one frame interval after the frame was due
+    /// (paced only).
+    pub frames_late: u64,
+    /// Input frames per second of wall time.
+    pub input_fps: f64,
+    /// Records per second of wall time.
+    pub output_fps: f64,
+    /// Wall time of the stream, s.
+    pub wall_s: f64,
+    /// Decoded → record ready.
+    pub end_to_end_ms: Percentiles,
+    /// Lag behind the frame's schedule (paced).
+    pub lag_ms: Option<Percentiles>,
+    /// Working time per stage: detect, encode, fuse.
+    pub stages_ms: Vec<(String, Percentiles)>,
+    /// p99 of end-to-end latency over the first and the last minute (runs over 2 minutes).
+    pub p99_first_last_minute_ms: Option<(f64, f64)>,
+    /// The latency time series (plotted).
+    #[serde(skip)]
+    pub series: Vec<Sample>,
+}
+
+/// The whole benchmark.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Source benchmarked.
+    pub source: String,
+    /// Paced at 1x.
+    pub paced: bool,
+    /// Streams at once.
+    pub streams: usize,
+    /// Execution provider.
+    pub device: String,
+    /// Face detector.
+    pub detector: String,
+    /// Wall time of the whole benchmark, s.
+    pub wall_s: f64,
+    /// CPU time over wall time, in % of one core (200 % = both cores of a 2-core machine).
+    pub cpu_percent: f64,
+    /// Peak resident set size, MB.
+    pub peak_rss_mb: f64,
+    /// Per stream.
+    pub per_stream: Vec<StreamReport>,
+    /// Memory and CPU over time (sampled every second).
+    pub resources: Vec<ResourceSample>,
+}
+
+fn p99_of(samples: &[Sample]) -> Option<f64> {
+    let mut h = histogram();
+    for s in samples {
+        h.saturating_record(micros(s.latency_ms));
+    }
+    (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
+}
+
+/// Runs the benchmark.
+pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let source = Source::parse(&opts.run.source).map_err(PipelineError::from)?;
+    let mut run = opts.run.clone();
+    run.out = JsonlTarget::Discard;
+    run.progress = false;
+    run.capture = CaptureOptions {
+        paced: opts.paced,
+        looped: opts.duration.is_some(),
+    };
+    run.max_duration = opts.duration;
+    // Load every stream's models before any starts, so start-up is not measured.
+    let mut loaded = Vec::with_capacity(opts.streams.max(1));
+    for _ in 0..opts.streams.max(1) {
+        loaded.push(Models::load(&run)?);
+    }
+    let monitor = procstat::Monitor::start(Duration::from_secs(1));
+    let cpu0 = procstat::cpu_seconds();
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (i, models) in loaded.into_iter().enumerate() {
+        let collector = Arc::new(Mutex::new(Collector::new()));
+        let sink_side = collector.clone();
+        let run = run.clone();
+        let source = source.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("affectstream-bench-{i}"))
+            .spawn(move || {
+                let summary = pipeline::run_with_models(&run, &source, models, move |r| {
+                    if let Ok(mut c) = sink_side.lock() {
+                        c.observe(r);
+                    }
+                });
+                (summary, collector)
+            })
+            .map_err(|_| BenchError::StreamCrashed { stream: i })?;
+        handles.push(handle);
+    }
+    let mut per_stream = Vec::new();
+    let (mut device, mut detector) = (String::new(), String::new());
+    for (i, handle) in handles.into_iter().enumerate() {
+        let (summary, collector) = handle
+            .join()
+            .map_err(|_| BenchError::StreamCrashed { stream: i })?;
+        let summary = summary?;
+        device = summary.provider.name().to_owned();
+        detector = summary.detector.to_owned();
+        let mut c = collector
+            .lock()
+            .map_err(|_| BenchError::StreamCrashed { stream: i })?;
+        if opts.paced {
+            c.compute_lag();
+        }
+        let wall = summary.wall.as_secs_f64().max(1e-9);
+        let first_last = (wall > 120.0).then(|| {
+            let first: Vec<Sample> = c.series.iter().filter(|s| s.at_s < 60.0).copied().collect();
+            let end = c.series.last().map(|s| s.at_s).unwrap_or(0.0);
+            let last: Vec<Sample> = c
+                .series
+                .iter()
+                .filter(|s| s.at_s >= end - 60.0)
+                .copied()
+                .collect();
+            (p99_of(&first).unwrap_or(0.0), p99_of(&last).unwrap_or(0.0))
+        });
+        per_stream.push(StreamReport {
+            stream: i,
+            frames_in: summary.frames,
+            records_out: summary.records,
+            frames_dropped: summary.frames.saturating_sub(c.video_records),
+            face_fraction: c.faces as f64 / c.video_records.max(1) as f64,
+            frames_late: c.late,
+            input_fps: summary.frames as f64 / wall,
+            output_fps: summary.records as f64 / wall,
+            wall_s: wall,
+            end_to_end_ms: percentiles(&c.end_to_end),
+            lag_ms: opts.paced.then(|| percentiles(&c.lag)),
+            stages_ms: ["detect", "encode", "fuse"]
+                .iter()
+                .zip(&c.stages)
+                .map(|(n, h)| ((*n).to_owned(), percentiles(h)))
+                .collect(),
+            p99_first_last_minute_ms: first_last,
+            series: c.series.clone(),
+        });
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = procstat::cpu_seconds()
+        .zip(cpu0)
+        .map(|(a, b)| a - b)
+        .unwrap_or(0.0);
+    let report = BenchReport {
+        source: opts.run.source.clone(),
+        paced: opts.paced,
+        streams: opts.streams.max(1),
+        device,
+        detector,
+        wall_s: wall,
+        cpu_percent: 100.0 * cpu / wall.max(1e-9),
+        peak_rss_mb: procstat::peak_rss_mb().unwrap_or(0.0),
+        per_stream,
+        resources: monitor.finish(),
+    };
+    if let Some(path) = &opts.report {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| BenchError::Report {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(path, json).map_err(|e| BenchError::Report {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    if let Some(path) = &opts.plot {
+        plot::draw(&report, path).map_err(|message| BenchError::Report {
+            path: path.clone(),
+            message,
+        })?;
+    }
+    Ok(report)
+}
+
+/// The report as a text table.
+pub fn table(report: &BenchReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let row = |out: &mut String, name: &str, p: &Percentiles| {
+        writeln!(
+            out,
+            "  {name:<22} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            p.p50, p.p95, p.p99, p.max
+        )
+        .ok();
+    };
+    writeln!(
+        out,
+        "{} — {} stream(s), {}, device {}, detector {}",
+        report.source,
+        report.streams,
+        if report.paced { "paced 1x" } else { "offline" },
+        report.device,
+        report.detector
+    )
+    .ok();
+    for s in &report.per_stream {
+        writeln!(
+            out,
+            "stream {}: latency ms        p50      p95      p99      max",
+            s.stream
+        )
+        .ok();
+        row(&mut out, "end-to-end", &s.end_to_end_ms);
+        if let Some(lag) = &s.lag_ms {
+            row(&mut out, "lag behind schedule", lag);
+        }
+        for (name, p) in &s.stages_ms {
+            row(&mut out, &format!("stage {name}"), p);
+        }
+        writeln!(
+            out,
+            "  frames in {} / records out {} in {:.2} s: input {:.1} fps, output {:.1} fps; dropped {}, late {}, faces in {:.1} % of frames",
+            s.frames_in,
+            s.records_out,
+            s.wall_s,
+            s.input_fps,
+            s.output_fps,
+            s.frames_dropped,
+            s.frames_late,
+            s.face_fraction * 100.0
+        )
+        .ok();
+        if let Some((first, last)) = s.p99_first_last_minute_ms {
+            writeln!(
+                out,
+                "  p99 first minute {first:.2} ms, last minute {last:.2} ms"
+            )
+            .ok();
+        }
+    }
+    let rss: Vec<f64> = report.resources.iter().map(|r| r.rss_mb).collect();
+    let (lo, hi) = rss
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    writeln!(
+        out,
+        "process: CPU {:.0} % of one core, peak RSS {:.1} MB (RSS {:.1}..{:.1} MB over the run), wall {:.2} s",
+        report.cpu_percent,
+        report.peak_rss_mb,
+        if rss.is_empty() { 0.0 } else { lo },
+        hi,
+        report.wall_s
+    )
+    .ok();
+    out
+}
