@@ -41,6 +41,12 @@ pub enum ManifestError {
 pub struct Manifest {
     /// Entries by role (face_detector, face_expression, vad, speech_emotion, ...).
     pub models: BTreeMap<String, ModelEntry>,
+    /// Prosody head file, relative to the manifest's directory.
+    #[serde(default)]
+    pub prosody_head: Option<String>,
+    /// Directory of the manifest file (set by [`Manifest::load`]).
+    #[serde(skip)]
+    pub manifest_dir: PathBuf,
     /// Directory holding the model files (set by [`Manifest::load`], not read from the file).
     #[serde(skip)]
     pub model_dir: PathBuf,
@@ -131,10 +137,21 @@ impl Manifest {
             message: e.message().to_owned(),
         })?;
         manifest.model_dir = model_dir.to_owned();
+        manifest.manifest_dir = manifest_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         for (role, entry) in &manifest.models {
             entry.validate(role)?;
         }
         Ok(manifest)
+    }
+
+    /// Path of the prosody head file, when the manifest names one.
+    pub fn prosody_head_path(&self) -> Option<PathBuf> {
+        self.prosody_head
+            .as_ref()
+            .map(|f| self.manifest_dir.join(f))
     }
 
     /// The entry for `role`.

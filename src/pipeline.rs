@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::audio::vad::SileroVad;
-use crate::audio::{AudioConfig, AudioStage};
+use crate::audio::{AudioConfig, AudioStage, ProsodyHeads};
 use crate::capture::{Capture, CaptureError, CaptureOptions, Source};
 use crate::encode::expression::{EncodeError, ExpressionEncoder};
 use crate::encode::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
@@ -141,17 +141,30 @@ impl Models {
             head,
         )?;
         let vad = SileroVad::new(&runtime, &manifest.verified_path("vad")?)?;
-        let ser = manifest.entry("speech_emotion")?;
-        let speech = SpeechEncoder::new(
-            &runtime,
-            &manifest.verified_path("speech_emotion")?,
-            ClassHead::from_entry("speech_emotion", ser)?,
-        )?;
+        let heads_path = manifest
+            .prosody_head_path()
+            .ok_or_else(|| ManifestError::Invalid {
+                role: "prosody_head".into(),
+                message: "the manifest names no prosody_head file".into(),
+            })?;
+        let heads = ProsodyHeads::load(&heads_path).map_err(|message| ManifestError::Invalid {
+            role: "prosody_head".into(),
+            message,
+        })?;
+        // The speech-emotion CNN is optional: a weak placeholder the voice can do without.
+        let speech = match manifest.entry("speech_emotion") {
+            Ok(entry) if opts.audio.cnn_weight > 0.0 => Some(SpeechEncoder::new(
+                &runtime,
+                &manifest.verified_path("speech_emotion")?,
+                ClassHead::from_entry("speech_emotion", entry)?,
+            )?),
+            _ => None,
+        };
         Ok(Self {
             provider: runtime.provider(),
             face: FaceStage::new(detector, opts.face),
             expression,
-            audio: AudioStage::new(vad, speech, opts.audio),
+            audio: AudioStage::new(vad, speech, heads, opts.audio),
         })
     }
 }
@@ -219,7 +232,7 @@ pub fn run_with_models(
     let audio = spawn("audio")
         .spawn(move || audio_stage.run(audio_rx, voice_tx))
         .map_err(|_| PipelineError::StageCrashed("audio"))?;
-    let mut fusion_config = opts.fusion;
+    let mut fusion_config = opts.fusion.clone();
     fusion_config.wait_for_voice &= !(opts.capture.paced || source.is_live());
     let fusion_stage = Fusion::new(fusion_config, source.name.clone(), models.provider.name());
     let layout_rx = outputs.layout;

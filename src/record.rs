@@ -25,6 +25,20 @@ pub struct Record {
     /// Fused estimate of the main face (or the voice alone when no face); null when neither
     /// modality is present.
     pub fused: Option<Fused>,
+    /// Conflict events that happened at this record (start, end), per face track.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ConflictEventRecord>,
+}
+
+/// A conflict event of one face track.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConflictEventRecord {
+    /// Face track id (0 for the voice-only track).
+    pub face: u64,
+    /// The event: start (with `t`, `dimension`) or end (with `t`, `peak`, `peak_t`,
+    /// `duration`, `dimension`), times in stream seconds.
+    #[serde(flatten)]
+    pub event: crate::fusion::gates::ConflictEvent,
 }
 
 /// Per-stage working time in milliseconds.
@@ -57,6 +71,8 @@ pub struct FaceRecord {
     pub valence: f32,
     /// Arousal from the face in [-1, 1].
     pub arousal: f32,
+    /// Sharpness of the crop: variance of its Laplacian (gray levels 0..255).
+    pub blur: f32,
     /// This face fused with the voice.
     pub fused: Option<Fused>,
 }
@@ -68,24 +84,42 @@ pub struct VoiceRecord {
     pub speech_prob: f32,
     /// Mean speech probability over the last speech-emotion window, [0, 1].
     pub speech_fraction: f32,
-    /// Speech-emotion probabilities in the manifest's label order; null before the first window.
+    /// Speech-emotion CNN probabilities in the manifest's label order; null before the first
+    /// window or when the CNN is off.
     pub probs: Option<Vec<f32>>,
-    /// Valence from the voice in [-1, 1]; null before the first window.
+    /// Valence from the voice in [-1, 1] (prosody, mixed with the CNN); null before the first
+    /// window.
     pub valence: Option<f32>,
     /// Arousal from the voice in [-1, 1]; null before the first window.
     pub arousal: Option<f32>,
+    /// [valence, arousal] from prosody alone; null without voiced speech in the window.
+    pub prosody: Option<[f32; 2]>,
+    /// Speech-to-noise ratio estimate, dB.
+    pub snr_db: Option<f32>,
+    /// Share of clipped samples in the window.
+    pub clipping: Option<f32>,
 }
 
 /// A fused estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Fused {
-    /// Valence in [-1, 1].
+    /// Valence in [-1, 1], smoothed over time.
     pub valence: f32,
-    /// Arousal in [-1, 1].
+    /// Arousal in [-1, 1], smoothed over time.
     pub arousal: f32,
-    /// Audio-visual conflict in [0, 1]: disagreement of face and voice, weighted by how
-    /// reliable both are.
+    /// Audio-visual conflict in [0, 1]: disagreement of face and voice weighted by how
+    /// reliable both are, smoothed.
     pub conflict: f32,
-    /// Weight of the face in the fused value, [0, 1] (the voice has 1 - this).
-    pub face_weight: f32,
+    /// Conflict on valence alone and on arousal alone, smoothed.
+    pub conflict_valence: f32,
+    /// See `conflict_valence`.
+    pub conflict_arousal: f32,
+    /// A conflict event is in progress (hysteresis on `conflict`).
+    pub conflict_active: bool,
+    /// Gates [face, voice] for valence; sum to 1.
+    pub gates_valence: [f32; 2],
+    /// Gates [face, voice] for arousal; sum to 1.
+    pub gates_arousal: [f32; 2],
+    /// Reliability of the face and of the voice at this time, [0, 1].
+    pub reliability: [f32; 2],
 }

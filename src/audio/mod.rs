@@ -2,6 +2,7 @@
 //! over sliding 2.5 s windows of 44.1 kHz audio, both timed by the stream clock. Emits one
 //! [`VoiceEstimate`] per VAD chunk. Runs on its own thread between the audio channel and fusion.
 
+pub mod prosody;
 pub mod speech_features;
 pub mod vad;
 
@@ -13,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::capture::AudioBlock;
 use crate::encode::expression::EncodeError;
 use crate::encode::speech::SpeechEncoder;
+use prosody::{LinearHead, ProsodyExtractor};
 use speech_features::{SER_SAMPLE_RATE, SER_WINDOW_SAMPLES};
 use vad::{Chunker, SileroVad, VAD_CHUNK, VAD_RATE};
 
@@ -23,6 +25,9 @@ pub struct AudioConfig {
     pub window: Duration,
     /// How often the speech-emotion model runs (window hop).
     pub hop: Duration,
+    /// Share of the speech-emotion CNN in the voice estimate when both it and prosody have
+    /// one (0: prosody alone). The CNN is a weak placeholder, so it gets little.
+    pub cnn_weight: f32,
 }
 
 impl Default for AudioConfig {
@@ -30,21 +35,70 @@ impl Default for AudioConfig {
         Self {
             window: Duration::from_millis(2500),
             hop: Duration::from_millis(500),
+            cnn_weight: 0.2,
         }
     }
 }
 
-/// The speech-emotion result of one window.
+/// The prosody heads: linear maps from prosody features to arousal and valence, fitted on
+/// RAVDESS (scripts/prosody/), shipped as `models/prosody_head.json`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ProsodyHeads {
+    /// Feature names in order (checked against the extractor's).
+    pub features: Vec<String>,
+    /// Arousal head.
+    pub arousal: LinearHead,
+    /// Valence head (near chance on RAVDESS: weak).
+    pub valence: LinearHead,
+}
+
+impl ProsodyHeads {
+    /// Reads and checks a head file.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read prosody head {}: {e}", path.display()))?;
+        let heads: ProsodyHeads = serde_json::from_str(&text)
+            .map_err(|e| format!("prosody head {} is invalid: {e}", path.display()))?;
+        let names: Vec<&str> = heads.features.iter().map(String::as_str).collect();
+        if names != prosody::FEATURE_NAMES {
+            return Err(format!(
+                "prosody head {} was fitted on other features ({names:?})",
+                path.display()
+            ));
+        }
+        for head in [&heads.arousal, &heads.valence] {
+            let n = prosody::N_FEATURES;
+            if head.mean.len() != n || head.std.len() != n || head.weights.len() != n {
+                return Err(format!(
+                    "prosody head {} needs {n} means, stds and weights",
+                    path.display()
+                ));
+            }
+        }
+        Ok(heads)
+    }
+}
+
+/// The voice's emotion over one window, from prosody and (optionally) the speech CNN.
 #[derive(Debug, Clone)]
 pub struct SpeechEmotion {
     /// Stream time at which the window ends.
     pub window_end: Duration,
-    /// Class probabilities in the head's label order.
-    pub probs: Vec<f32>,
-    /// Valence in [-1, 1].
+    /// Speech-emotion CNN class probabilities in its head's label order (when it runs).
+    pub probs: Option<Vec<f32>>,
+    /// (valence, arousal) from the CNN's classes.
+    pub cnn: Option<(f32, f32)>,
+    /// (valence, arousal) from prosody; None when the window has no voiced speech.
+    pub prosody: Option<(f32, f32)>,
+    /// Combined valence in [-1, 1].
     pub valence: f32,
-    /// Arousal in [-1, 1].
+    /// Combined arousal in [-1, 1].
     pub arousal: f32,
+    /// Speech-to-noise ratio estimate in dB (speech chunks vs the noise floor of non-speech
+    /// chunks over the last 10 s); None until both have been heard.
+    pub snr_db: Option<f32>,
+    /// Share of clipped samples (|x| ≥ 0.99) in the window.
+    pub clipping: f32,
 }
 
 /// What the voice says at the end of one VAD chunk.
@@ -67,14 +121,22 @@ pub struct VoiceEstimate {
 /// with them; speech-emotion windows end exactly on hop boundaries of the stream clock.
 pub struct AudioStage {
     vad: SileroVad,
-    speech: SpeechEncoder,
+    speech: Option<SpeechEncoder>,
+    prosody: ProsodyExtractor,
+    heads: ProsodyHeads,
     config: AudioConfig,
     chunker: Chunker,
     start: Option<Duration>,
     chunks_done: u64,
     vad_history: VecDeque<f32>,
+    /// (energy, speech probability) of the chunks of the last 10 s, for the SNR estimate.
+    energy_history: VecDeque<(f32, f32)>,
     /// VAD results (chunk end in 16 kHz samples, probability) not yet emitted.
     waiting: VecDeque<(u64, f32)>,
+    /// 16 kHz samples `[buf16_start, samples16)`.
+    buf16: VecDeque<f32>,
+    buf16_start: u64,
+    samples16: u64,
     /// 44.1 kHz samples `[buf44_start, samples44)`.
     buf44: VecDeque<f32>,
     buf44_start: u64,
@@ -89,24 +151,56 @@ fn samples_at(rate: u32, d: Duration) -> u64 {
     (d.as_secs_f64() * f64::from(rate)).round() as u64
 }
 
-/// Most 44.1 kHz audio kept beyond one window (bounds memory if the 16 kHz branch stalls).
-const MAX_LEAD_44: usize = 10 * SER_SAMPLE_RATE as usize;
+/// Most audio kept beyond one window (bounds memory if one branch stalls), in seconds.
+const MAX_LEAD_S: usize = 10;
 /// Most VAD results held while waiting for the 44.1 kHz branch.
 const MAX_WAITING: usize = 256;
+/// Chunks of history for the noise floor (10 s of 32 ms chunks).
+const ENERGY_HISTORY: usize = 312;
+
+/// Appends `samples` to a ring that starts at absolute sample `start`, keeping at most `keep`.
+fn push_ring(ring: &mut VecDeque<f32>, start: &mut u64, samples: &[f32], keep: usize) {
+    ring.extend(samples.iter().copied());
+    while ring.len() > keep {
+        ring.pop_front();
+        *start += 1;
+    }
+}
+
+/// Copies absolute samples `[from, to)` of a ring starting at `start` into `out`.
+fn copy_range(ring: &VecDeque<f32>, start: u64, from: u64, to: u64, out: &mut Vec<f32>) {
+    out.clear();
+    let from = from.max(start);
+    if to > from {
+        let (a, b) = ((from - start) as usize, (to - start) as usize);
+        out.extend(ring.range(a..b.min(ring.len())).copied());
+    }
+}
 
 impl AudioStage {
-    /// An audio stage for one stream.
-    pub fn new(vad: SileroVad, speech: SpeechEncoder, config: AudioConfig) -> Self {
+    /// An audio stage for one stream; `speech` (the CNN) is optional.
+    pub fn new(
+        vad: SileroVad,
+        speech: Option<SpeechEncoder>,
+        heads: ProsodyHeads,
+        config: AudioConfig,
+    ) -> Self {
         let hop44 = samples_at(SER_SAMPLE_RATE, config.hop).max(1);
         Self {
             vad,
             speech,
+            prosody: ProsodyExtractor::new(),
+            heads,
             config,
             chunker: Chunker::default(),
             start: None,
             chunks_done: 0,
             vad_history: VecDeque::new(),
+            energy_history: VecDeque::with_capacity(ENERGY_HISTORY),
             waiting: VecDeque::new(),
+            buf16: VecDeque::new(),
+            buf16_start: 0,
+            samples16: 0,
             buf44: VecDeque::with_capacity(SER_WINDOW_SAMPLES),
             buf44_start: 0,
             samples44: 0,
@@ -119,6 +213,10 @@ impl AudioStage {
 
     fn window44(&self) -> u64 {
         samples_at(SER_SAMPLE_RATE, self.config.window).clamp(1, SER_WINDOW_SAMPLES as u64)
+    }
+
+    fn window16(&self) -> u64 {
+        samples_at(VAD_RATE, self.config.window).max(1)
     }
 
     fn window_chunks(&self) -> usize {
@@ -137,18 +235,22 @@ impl AudioStage {
         }
         match block.rate {
             SER_SAMPLE_RATE => {
-                self.buf44.extend(block.samples.iter().copied());
+                let keep = self.window44() as usize + MAX_LEAD_S * SER_SAMPLE_RATE as usize;
+                push_ring(&mut self.buf44, &mut self.buf44_start, &block.samples, keep);
                 self.samples44 += block.samples.len() as u64;
-                let keep = self.window44() as usize + MAX_LEAD_44;
-                while self.buf44.len() > keep {
-                    self.buf44.pop_front();
-                    self.buf44_start += 1;
-                }
             }
             VAD_RATE => {
+                let keep = self.window16() as usize + MAX_LEAD_S * VAD_RATE as usize;
+                push_ring(&mut self.buf16, &mut self.buf16_start, &block.samples, keep);
+                self.samples16 += block.samples.len() as u64;
                 self.chunker.push(&block.samples);
                 while let Some(chunk) = self.chunker.next_chunk() {
                     let prob = self.vad.process(&chunk)?;
+                    let energy = chunk.iter().map(|x| x * x).sum::<f32>() / VAD_CHUNK as f32;
+                    if self.energy_history.len() == ENERGY_HISTORY {
+                        self.energy_history.pop_front();
+                    }
+                    self.energy_history.push_back((energy, prob));
                     self.chunks_done += 1;
                     self.waiting
                         .push_back((self.chunks_done * VAD_CHUNK as u64, prob));
@@ -170,7 +272,7 @@ impl AudioStage {
             }
             self.waiting.pop_front();
             let hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop).max(1);
-            while self.next_hop44 <= end44.min(self.samples44) {
+            while self.next_hop44 <= end44 {
                 self.run_speech(self.next_hop44)?;
                 self.next_hop44 += hop44;
             }
@@ -183,33 +285,104 @@ impl AudioStage {
         Ok(out)
     }
 
-    /// Runs the speech-emotion model on the window ending at 44.1 kHz sample `end`.
-    fn run_speech(&mut self, end: u64) -> Result<(), EncodeError> {
-        let from = end.saturating_sub(self.window44()).max(self.buf44_start);
-        let to = end.min(self.samples44);
-        self.window_buf.clear();
-        if to > from {
-            let (a, b) = (
-                (from - self.buf44_start) as usize,
-                (to - self.buf44_start) as usize,
-            );
-            self.window_buf.extend(self.buf44.range(a..b).copied());
+    /// Speech-to-noise ratio (dB) from the chunk history: mean energy of speech chunks over the
+    /// median energy of non-speech chunks.
+    fn snr_db(&self) -> Option<f32> {
+        let mut noise: Vec<f32> = self
+            .energy_history
+            .iter()
+            .filter(|(_, p)| *p < 0.3)
+            .map(|(e, _)| *e)
+            .collect();
+        let speech: Vec<f32> = self
+            .energy_history
+            .iter()
+            .rev()
+            .take(self.window_chunks())
+            .filter(|(_, p)| *p > 0.5)
+            .map(|(e, _)| *e)
+            .collect();
+        if noise.len() < 5 || speech.is_empty() {
+            return None;
         }
-        let probs = self.speech.classify(&self.window_buf)?;
-        let (valence, arousal) = self.speech.head().valence_arousal(&probs);
+        noise.sort_by(f32::total_cmp);
+        let floor = noise[noise.len() / 2].max(1e-10);
+        let level = speech.iter().sum::<f32>() / speech.len() as f32;
+        Some((10.0 * (level / floor).log10()).clamp(-20.0, 80.0))
+    }
+
+    /// Analyses the window ending at 44.1 kHz sample `end`: prosody on the 16 kHz audio of the
+    /// same span, the CNN (when loaded) on the 44.1 kHz audio.
+    fn run_speech(&mut self, end: u64) -> Result<(), EncodeError> {
+        let to44 = end.min(self.samples44);
+        let from = end.saturating_sub(self.window44());
+        let cnn = match self.speech.as_mut() {
+            Some(speech) => {
+                copy_range(
+                    &self.buf44,
+                    self.buf44_start,
+                    from,
+                    to44,
+                    &mut self.window_buf,
+                );
+                let probs = speech.classify(&self.window_buf)?;
+                let va = speech.head().valence_arousal(&probs);
+                Some((probs, va))
+            }
+            None => None,
+        };
+        let end16 = end * u64::from(VAD_RATE) / u64::from(SER_SAMPLE_RATE);
+        let from16 = end16.saturating_sub(self.window16());
+        copy_range(
+            &self.buf16,
+            self.buf16_start,
+            from16,
+            end16.min(self.samples16),
+            &mut self.window_buf,
+        );
+        let clipping = if self.window_buf.is_empty() {
+            0.0
+        } else {
+            self.window_buf.iter().filter(|x| x.abs() >= 0.99).count() as f32
+                / self.window_buf.len() as f32
+        };
+        let prosody = self.prosody.features(&self.window_buf).map(|f| {
+            (
+                self.heads.valence.predict(&f),
+                self.heads.arousal.predict(&f),
+            )
+        });
+        let w = self.config.cnn_weight.clamp(0.0, 1.0);
+        let (valence, arousal) = match (prosody, &cnn) {
+            (Some((pv, pa)), Some((_, (cv, ca)))) => {
+                ((1.0 - w) * pv + w * cv, (1.0 - w) * pa + w * ca)
+            }
+            (Some(p), None) => p,
+            (None, Some((_, c))) => *c,
+            (None, None) => (0.0, 0.0),
+        };
         self.emotion = Some(SpeechEmotion {
-            window_end: self.time_of_44(to),
-            probs,
+            window_end: self.time_of_44(to44),
+            probs: cnn.as_ref().map(|(p, _)| p.clone()),
+            cnn: cnn.map(|(_, va)| va),
+            prosody,
             valence,
             arousal,
+            snr_db: self.snr_db(),
+            clipping,
         });
         self.emotion_updated = true;
         // Samples before the next window's start are no longer needed.
-        let keep_from =
-            (end + samples_at(SER_SAMPLE_RATE, self.config.hop)).saturating_sub(self.window44());
-        while self.buf44_start < keep_from && !self.buf44.is_empty() {
+        let hop = self.config.hop;
+        let keep44 = (end + samples_at(SER_SAMPLE_RATE, hop)).saturating_sub(self.window44());
+        while self.buf44_start < keep44 && !self.buf44.is_empty() {
             self.buf44.pop_front();
             self.buf44_start += 1;
+        }
+        let keep16 = (end16 + samples_at(VAD_RATE, hop)).saturating_sub(self.window16());
+        while self.buf16_start < keep16 && !self.buf16.is_empty() {
+            self.buf16.pop_front();
+            self.buf16_start += 1;
         }
         Ok(())
     }

@@ -46,6 +46,8 @@ pub struct FaceEstimate {
     pub valence: f32,
     /// Arousal in [-1, 1].
     pub arousal: f32,
+    /// Sharpness of the crop: variance of its Laplacian (gray 0..255); low means blurred.
+    pub blur: f32,
 }
 
 /// A frame with the expression estimate of each of its faces.
@@ -54,6 +56,34 @@ pub struct FaceFrame {
     pub meta: FrameMeta,
     /// Faces, best detector score first.
     pub faces: Vec<FaceEstimate>,
+}
+
+/// Variance of the Laplacian of an 8-bit crop (converted to gray when in colour): a standard
+/// sharpness measure, low for blurred or featureless crops.
+pub fn laplacian_variance(crop: &opencv::core::Mat) -> opencv::Result<f32> {
+    use opencv::core::{Mat, Scalar};
+    use opencv::imgproc;
+    use opencv::prelude::*;
+    let mut gray = Mat::default();
+    let source = if crop.channels() == 1 {
+        crop
+    } else {
+        imgproc::cvt_color(crop, &mut gray, imgproc::COLOR_RGB2GRAY, 0)?;
+        &gray
+    };
+    let mut laplacian = Mat::default();
+    imgproc::laplacian(
+        source,
+        &mut laplacian,
+        opencv::core::CV_32F,
+        1,
+        1.0,
+        0.0,
+        opencv::core::BORDER_DEFAULT,
+    )?;
+    let (mut mean, mut std) = (Scalar::default(), Scalar::default());
+    opencv::core::mean_std_dev(&laplacian, &mut mean, &mut std, &opencv::core::no_array())?;
+    Ok((std[0] * std[0]) as f32)
 }
 
 /// The expression model and its head.
@@ -168,11 +198,13 @@ impl ExpressionEncoder {
         let mut meta = batch.meta;
         meta.stamps.start(Stage::Encode);
         self.crops.clear();
+        let mut blur = Vec::with_capacity(batch.faces.len());
         {
             let mat = frame_mat(&batch.frame)?;
             for face in &batch.faces {
                 let crop = extract_crop(&mat, &face.crop, self.spec.width, self.spec.crop_color())?;
                 self.spec.append_normalized(&crop, &mut self.crops)?;
+                blur.push(laplacian_variance(&crop)?);
             }
         }
         drop(batch.frame);
@@ -184,7 +216,8 @@ impl ExpressionEncoder {
             .faces
             .into_iter()
             .zip(probs)
-            .map(|(face, probs)| {
+            .zip(blur)
+            .map(|((face, probs), blur)| {
                 let (valence, arousal) = self.head.valence_arousal(&probs);
                 FaceEstimate {
                     id: face.id,
@@ -193,6 +226,7 @@ impl ExpressionEncoder {
                     probs,
                     valence,
                     arousal,
+                    blur,
                 }
             })
             .collect();

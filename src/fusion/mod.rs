@@ -9,63 +9,60 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::audio::VoiceEstimate;
 use crate::capture::Layout;
-use crate::encode::expression::{FaceEstimate, FaceFrame};
+use crate::encode::expression::FaceFrame;
 use crate::metrics::Stage;
-use crate::record::{FaceRecord, Fused, Record, StageTimes, VoiceRecord};
+use crate::record::{ConflictEventRecord, FaceRecord, Fused, Record, StageTimes, VoiceRecord};
 
-/// Fusion settings.
-#[derive(Debug, Clone, Copy)]
+pub mod gates;
+
+use std::collections::HashMap;
+
+use gates::{
+    Estimate, FaceQuality, FaceTrackFusion, FusedOutput, FusionParams, VoiceQuality,
+    face_reliability, voice_reliability,
+};
+
+/// Fusion settings: how the two streams are joined here; the math is in [`FusionParams`].
+#[derive(Debug, Clone)]
 pub struct FusionConfig {
-    /// A voice estimate older than this (stream time) counts as absent.
-    pub voice_stale_after: Duration,
+    /// Gates, reliabilities, smoothing and conflict parameters (docs/fusion.md).
+    pub params: FusionParams,
     /// Frames held while waiting for the voice to catch up; beyond this they go out with the
     /// voice known so far.
     pub max_pending_frames: usize,
-    /// Below this total reliability there is no fused value.
-    pub min_reliability: f32,
     /// Hold each frame until the voice has reached its end time (files: exact alignment).
     /// Live and paced sources do not wait: a frame takes the latest voice estimate at or
     /// before its time, so the voice never adds latency.
     pub wait_for_voice: bool,
+    /// A face track unseen for this long (stream time) is closed.
+    pub track_timeout: Duration,
 }
 
 impl Default for FusionConfig {
     fn default() -> Self {
         Self {
-            voice_stale_after: Duration::from_millis(500),
+            params: FusionParams::default(),
             max_pending_frames: 96,
-            min_reliability: 0.05,
             wait_for_voice: true,
+            track_timeout: Duration::from_secs(2),
         }
     }
 }
 
-/// The reliability-weighted fusion of one face with the voice. `voice` is (valence, arousal,
-/// reliability); a missing or unreliable voice leaves the face's values.
-pub fn fuse(
-    face: Option<(f32, f32, f32)>,
-    voice: Option<(f32, f32, f32)>,
-    min: f32,
-) -> Option<Fused> {
-    let (fv, fa, fr) = face.unwrap_or((0.0, 0.0, 0.0));
-    let (vv, va, vr) = voice.unwrap_or((0.0, 0.0, 0.0));
-    let (fr, vr) = (fr.clamp(0.0, 1.0), vr.clamp(0.0, 1.0));
-    let total = fr + vr;
-    if total < min {
-        return None;
-    }
-    let wf = fr / total;
-    let conflict = if face.is_some() && voice.is_some() {
-        let distance = ((fv - vv).powi(2) + (fa - va).powi(2)).sqrt() / (2.0 * 2f32.sqrt());
-        (distance * (fr * vr).sqrt()).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+/// Track id of the voice-only fusion (frames without a face, audio-only sources).
+pub const VOICE_ONLY_TRACK: u64 = 0;
+
+fn fused_record(out: &FusedOutput, reliability: [f32; 2]) -> Option<Fused> {
     Some(Fused {
-        valence: (wf * fv + (1.0 - wf) * vv).clamp(-1.0, 1.0),
-        arousal: (wf * fa + (1.0 - wf) * va).clamp(-1.0, 1.0),
-        conflict,
-        face_weight: wf,
+        valence: out.valence?,
+        arousal: out.arousal?,
+        conflict: out.conflict.total,
+        conflict_valence: out.conflict.valence,
+        conflict_arousal: out.conflict.arousal,
+        conflict_active: out.conflict_active,
+        gates_valence: out.gates.valence,
+        gates_arousal: out.gates.arousal,
+        reliability,
     })
 }
 
@@ -81,6 +78,7 @@ pub struct Fusion {
     layout: Option<Layout>,
     frames_seen: u64,
     audio_only_backlog: VecDeque<VoiceEstimate>,
+    tracks: HashMap<u64, (FaceTrackFusion, Duration)>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -88,8 +86,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Fusion {
-    /// Fusion for records of `source`, run on `device`.
-    pub fn new(config: FusionConfig, source: String, device: &'static str) -> Self {
+    /// Fusion for records of `source`, run on `device`. The parameters must be valid
+    /// ([`FusionParams::validate`]); invalid ones fall back to the defaults with an error log.
+    pub fn new(mut config: FusionConfig, source: String, device: &'static str) -> Self {
+        if let Err(e) = config.params.validate() {
+            tracing::error!("{e}; using the default fusion parameters");
+            config.params = FusionParams::default();
+        }
         Self {
             config,
             source,
@@ -101,6 +104,7 @@ impl Fusion {
             layout: None,
             frames_seen: 0,
             audio_only_backlog: VecDeque::new(),
+            tracks: HashMap::new(),
         }
     }
 
@@ -196,27 +200,113 @@ impl Fusion {
     }
 
     fn fresh_voice(&self, at: Duration) -> Option<&VoiceEstimate> {
+        let stale = Duration::from_secs_f64(self.config.params.stale_after_s.max(0.0));
         self.voice_now
             .as_ref()
-            .filter(|v| at.saturating_sub(v.t_end) <= self.config.voice_stale_after)
+            .filter(|v| at.saturating_sub(v.t_end) <= stale)
     }
 
-    fn voice_inputs(voice: Option<&VoiceEstimate>) -> Option<(f32, f32, f32)> {
-        let v = voice?;
-        let e = v.emotion.as_ref()?;
-        Some((e.valence, e.arousal, v.speech_fraction))
+    /// The voice's estimate and reliability at stream time `at`.
+    fn voice_input(&self, voice: Option<&VoiceEstimate>, at: Duration) -> (Option<Estimate>, f32) {
+        let Some((v, e)) = voice.and_then(|v| Some((v, v.emotion.as_ref()?))) else {
+            return (None, 0.0);
+        };
+        let quality = VoiceQuality {
+            present: true,
+            since_update_s: at.saturating_sub(v.t_end).as_secs_f64(),
+            speech_prob: v.speech_fraction,
+            snr_db: e.snr_db,
+            clipping: e.clipping,
+        };
+        let reliability = voice_reliability(&quality, &self.config.params);
+        let estimate = Estimate {
+            valence: e.valence,
+            arousal: e.arousal,
+            reliability,
+        };
+        (Some(estimate), reliability)
     }
 
-    fn frame_record(&self, frame: FaceFrame) -> Record {
+    /// The fusion state of track `id`, created on first sight (parameters were validated in
+    /// [`Fusion::new`]).
+    fn track(&mut self, id: u64, at: Duration) -> Option<&mut FaceTrackFusion> {
+        if !self.tracks.contains_key(&id) {
+            let fusion = FaceTrackFusion::new(self.config.params).ok()?;
+            self.tracks.insert(id, (fusion, at));
+        }
+        let entry = self.tracks.get_mut(&id)?;
+        entry.1 = at;
+        Some(&mut entry.0)
+    }
+
+    /// One fusion step of track `id`; no output when the track cannot be created.
+    fn step(
+        &mut self,
+        id: u64,
+        at: Duration,
+        face: Option<Estimate>,
+        voice: Option<Estimate>,
+    ) -> Option<FusedOutput> {
+        let t = at.as_secs_f64();
+        Some(self.track(id, at)?.update(t, face, voice))
+    }
+
+    /// Closes tracks unseen for longer than the timeout; returns their final events.
+    fn expire_tracks(&mut self, now: Duration) -> Vec<ConflictEventRecord> {
+        let timeout = self.config.track_timeout;
+        let expired: Vec<u64> = self
+            .tracks
+            .iter()
+            .filter(|(_, (_, seen))| now.saturating_sub(*seen) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut events = Vec::new();
+        for id in expired {
+            if let Some((mut fusion, _)) = self.tracks.remove(&id) {
+                events.extend(
+                    fusion
+                        .close(now.as_secs_f64())
+                        .into_iter()
+                        .map(|event| ConflictEventRecord { face: id, event }),
+                );
+            }
+        }
+        events
+    }
+
+    fn frame_record(&mut self, frame: FaceFrame) -> Record {
         let mut stamps = frame.meta.stamps;
         stamps.start(Stage::Fuse);
-        let voice = self.fresh_voice(frame.meta.pts + frame.meta.duration);
-        let voice_in = Self::voice_inputs(voice);
-        let face_in = |f: &FaceEstimate| Some((f.valence, f.arousal, f.detection.score));
-        let faces: Vec<FaceRecord> = frame
-            .faces
-            .iter()
-            .map(|f| FaceRecord {
+        let at = frame.meta.pts + frame.meta.duration;
+        let voice = self.fresh_voice(at).cloned();
+        let (voice_in, voice_reliability) = self.voice_input(voice.as_ref(), at);
+        let mut events = self.expire_tracks(frame.meta.pts);
+        let mut faces = Vec::with_capacity(frame.faces.len());
+        for f in &frame.faces {
+            let quality = FaceQuality {
+                present: true,
+                since_update_s: 0.0,
+                score: f.detection.score,
+                size_px: f.detection.bbox.w.max(f.detection.bbox.h),
+                blur: Some(f.blur),
+                landmarks: f.detection.landmarks,
+                track_age_s: f.track_age.as_secs_f32(),
+            };
+            let face_reliability = face_reliability(&quality, &self.config.params);
+            let face_in = Estimate {
+                valence: f.valence,
+                arousal: f.arousal,
+                reliability: face_reliability,
+            };
+            let out = self.step(f.id, frame.meta.pts, Some(face_in), voice_in);
+            if let Some(out) = &out {
+                events.extend(
+                    out.events
+                        .iter()
+                        .map(|&event| ConflictEventRecord { face: f.id, event }),
+                );
+            }
+            faces.push(FaceRecord {
                 id: f.id,
                 bbox: [
                     f.detection.bbox.x,
@@ -229,9 +319,10 @@ impl Fusion {
                 probs: f.probs.clone(),
                 valence: f.valence,
                 arousal: f.arousal,
-                fused: fuse(face_in(f), voice_in, self.config.min_reliability),
-            })
-            .collect();
+                blur: f.blur,
+                fused: out.and_then(|o| fused_record(&o, [face_reliability, voice_reliability])),
+            });
+        }
         let main = frame
             .faces
             .iter()
@@ -243,7 +334,16 @@ impl Fusion {
             .map(|(i, _)| i);
         let fused = match main {
             Some(i) => faces[i].fused,
-            None => fuse(None, voice_in, self.config.min_reliability),
+            None => {
+                let out = self.step(VOICE_ONLY_TRACK, frame.meta.pts, None, voice_in);
+                out.and_then(|out| {
+                    events.extend(out.events.iter().map(|&event| ConflictEventRecord {
+                        face: VOICE_ONLY_TRACK,
+                        event,
+                    }));
+                    fused_record(&out, [0.0, voice_reliability])
+                })
+            }
         };
         stamps.end(Stage::Fuse);
         let ready = Instant::now();
@@ -259,17 +359,27 @@ impl Fusion {
             },
             device: self.device,
             faces,
-            voice: voice.map(voice_record),
+            voice: voice.as_ref().map(voice_record),
             fused,
+            events,
         }
     }
 
-    fn audio_only_record(&self, v: VoiceEstimate) -> Record {
-        let fused = fuse(
-            None,
-            Self::voice_inputs(Some(&v)),
-            self.config.min_reliability,
-        );
+    fn audio_only_record(&mut self, v: VoiceEstimate) -> Record {
+        let (voice_in, reliability) = self.voice_input(Some(&v), v.t_end);
+        let out = self.step(VOICE_ONLY_TRACK, v.t_end, None, voice_in);
+        let events = out
+            .as_ref()
+            .map(|o| {
+                o.events
+                    .iter()
+                    .map(|&event| ConflictEventRecord {
+                        face: VOICE_ONLY_TRACK,
+                        event,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         Record {
             source: self.source.clone(),
             frame: None,
@@ -279,8 +389,23 @@ impl Fusion {
             device: self.device,
             faces: Vec::new(),
             voice: Some(voice_record(&v)),
-            fused,
+            fused: out.and_then(|o| fused_record(&o, [0.0, reliability])),
+            events,
         }
+    }
+
+    /// Closes every track at the end of the stream; returns their final events.
+    fn close_all(&mut self) -> Vec<ConflictEventRecord> {
+        let mut events = Vec::new();
+        for (id, (mut fusion, seen)) in self.tracks.drain() {
+            events.extend(
+                fusion
+                    .close(seen.as_secs_f64())
+                    .into_iter()
+                    .map(|event| ConflictEventRecord { face: id, event }),
+            );
+        }
+        events
     }
 
     /// Runs until both inputs are closed, sending records in stream order.
@@ -321,51 +446,33 @@ impl Fusion {
             }
         }
         self.voice_done = true;
+        let mut last = None;
         for record in self.ready(true) {
-            if out.send(record).is_err() {
+            if let Some(previous) = last.replace(record)
+                && out.send(previous).is_err()
+            {
                 return;
             }
+        }
+        // Conflict events still open end with the stream, on its last record.
+        let closing = self.close_all();
+        if let Some(mut record) = last {
+            record.events.extend(closing);
+            out.send(record).ok();
         }
     }
 }
 
 fn voice_record(v: &VoiceEstimate) -> VoiceRecord {
+    let e = v.emotion.as_ref();
     VoiceRecord {
         speech_prob: v.speech_prob,
         speech_fraction: v.speech_fraction,
-        probs: v.emotion.as_ref().map(|e| e.probs.clone()),
-        valence: v.emotion.as_ref().map(|e| e.valence),
-        arousal: v.emotion.as_ref().map(|e| e.arousal),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_absent_modality_leaves_the_other_one_alone() {
-        let f = fuse(Some((0.5, -0.2, 0.9)), None, 0.05).unwrap();
-        assert_eq!(
-            (f.valence, f.arousal, f.conflict, f.face_weight),
-            (0.5, -0.2, 0.0, 1.0)
-        );
-        let v = fuse(None, Some((-0.4, 0.6, 0.7)), 0.05).unwrap();
-        assert_eq!((v.valence, v.arousal, v.face_weight), (-0.4, 0.6, 0.0));
-        assert!(fuse(None, None, 0.05).is_none());
-        assert!(fuse(None, Some((0.1, 0.1, 0.01)), 0.05).is_none());
-    }
-
-    #[test]
-    fn weights_follow_reliability_and_conflict_follows_disagreement() {
-        let f = fuse(Some((1.0, 0.0, 0.9)), Some((-1.0, 0.0, 0.3)), 0.05).unwrap();
-        assert!((f.face_weight - 0.75).abs() < 1e-6);
-        assert!((f.valence - 0.5).abs() < 1e-6);
-        let agree = fuse(Some((0.5, 0.5, 0.9)), Some((0.5, 0.5, 0.9)), 0.05).unwrap();
-        assert_eq!(agree.conflict, 0.0);
-        let clash = fuse(Some((1.0, 1.0, 1.0)), Some((-1.0, -1.0, 1.0)), 0.05).unwrap();
-        assert!((clash.conflict - 1.0).abs() < 1e-6);
-        let unsure = fuse(Some((1.0, 1.0, 1.0)), Some((-1.0, -1.0, 0.04)), 0.05).unwrap();
-        assert!(unsure.conflict < 0.25);
+        probs: e.and_then(|e| e.probs.clone()),
+        valence: e.map(|e| e.valence),
+        arousal: e.map(|e| e.arousal),
+        prosody: e.and_then(|e| e.prosody).map(|(v, a)| [v, a]),
+        snr_db: e.and_then(|e| e.snr_db),
+        clipping: e.map(|e| e.clipping),
     }
 }
