@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use affectstream::audio::AudioConfig;
+use affectstream::config::Config;
 use affectstream::encode::runtime::DeviceRequest;
 use affectstream::face::FaceConfig;
 use affectstream::manifest;
@@ -27,10 +28,47 @@ enum Command {
     Run(RunArgs),
     /// Measure per-frame and per-stage latency and throughput on a source.
     Bench(BenchArgs),
+    /// Run the pipeline over labeled media and report agreement with the labels.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Labels CSV (columns file, label, kind), e.g. ../shared/testdata/LABELS.csv.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Directory the labels' file paths are relative to (default: the labels file's directory).
+    #[arg(long)]
+    media_root: Option<PathBuf>,
+    /// Label → valence/arousal table (default: VA_MAPPING_NRC_VAD.csv beside the labels).
+    #[arg(long)]
+    va_table: Option<PathBuf>,
+    /// Kinds of rows to evaluate, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "face_image,face_video,speech,av_pair,av_labeled_av"
+    )]
+    kinds: Vec<String>,
+    /// At most this many files per kind.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Execution provider: auto, cpu or cuda.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceRequest,
 }
 
 #[derive(Args)]
 struct BenchArgs {
+    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Media file path or URI.
     #[arg(long)]
     source: String,
@@ -70,6 +108,9 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct RunArgs {
+    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Media file path or URI (file://, http://, rtsp://, ...).
     #[arg(long)]
     source: String,
@@ -99,6 +140,9 @@ struct RunArgs {
     /// Do not rotate face crops to level the eyes.
     #[arg(long)]
     no_align: bool,
+    /// Face crop side = max(box w, h) x (1 + margin) (-0.3..1).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crop_margin)]
+    crop_margin: f32,
     /// Speech-emotion window hop in seconds (0.05..10).
     #[arg(long, default_value_t = 0.5, value_parser = hop_seconds)]
     voice_hop: f64,
@@ -110,6 +154,15 @@ fn unit_interval(s: &str) -> Result<f32, String> {
         Ok(v)
     } else {
         Err(format!("{v} is outside 0..1"))
+    }
+}
+
+fn crop_margin(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (-0.3..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside -0.3..1"))
     }
 }
 
@@ -139,7 +192,54 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
+        Command::Eval(args) => eval(args),
     }
+}
+
+fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let labels_dir = args
+        .labels
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    for kind in &args.kinds {
+        if !affectstream::eval::KINDS.contains(&kind.as_str()) {
+            anyhow::bail!(
+                "unknown kind '{kind}' (known: {})",
+                affectstream::eval::KINDS.join(", ")
+            );
+        }
+    }
+    let mut run = RunOptions {
+        device: args.device,
+        ..RunOptions::new("")
+    };
+    if let Some(path) = &args.config {
+        run.fusion.params = Config::load(path)?.fusion;
+    }
+    let opts = affectstream::eval::EvalOptions {
+        run,
+        va_table: args
+            .va_table
+            .unwrap_or_else(|| labels_dir.join("VA_MAPPING_NRC_VAD.csv")),
+        media_root: args.media_root.unwrap_or(labels_dir),
+        labels: args.labels,
+        kinds: args.kinds,
+        limit_per_kind: args.limit,
+        report: args.report,
+        still_threshold: 0.6,
+    };
+    let show = std::io::stderr().is_terminal();
+    let report = affectstream::eval::evaluate(&opts, |i, n, file| {
+        if show {
+            eprint!("\r[{}/{n}] {file:<70}", i + 1);
+        }
+    })?;
+    if show {
+        eprintln!();
+    }
+    print!("{}", affectstream::eval::table(&report));
+    Ok(())
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -148,6 +248,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ..RunOptions::new(args.source.clone())
     };
     run.face.detect_interval = args.detect_every;
+    if let Some(path) = &args.config {
+        run.fusion.params = Config::load(path)?.fusion;
+    }
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
@@ -170,11 +273,17 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     face.detector.max_side = args.detect_size;
     face.align = !args.no_align;
     face.detect_interval = args.detect_every;
+    face.crop_margin = args.crop_margin;
     let audio = AudioConfig {
         hop: Duration::from_secs_f64(args.voice_hop),
         ..AudioConfig::default()
     };
+    let mut fusion = affectstream::fusion::FusionConfig::default();
+    if let Some(path) = &args.config {
+        fusion.params = Config::load(path)?.fusion;
+    }
     let opts = RunOptions {
+        fusion,
         out: args
             .out
             .clone()

@@ -10,7 +10,9 @@
 pub mod audio;
 pub mod bench;
 pub mod capture;
+pub mod config;
 pub mod encode;
+pub mod eval;
 pub mod face;
 pub mod fusion;
 pub mod manifest;

@@ -44,6 +44,8 @@ pub enum PipelineError {
     Encode(#[from] EncodeError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("the {0} thread stopped unexpectedly")]
     StageCrashed(&'static str),
 }
@@ -178,17 +180,17 @@ fn join<T>(handle: thread::JoinHandle<T>, name: &'static str) -> Result<T, Pipel
 pub fn run(opts: &RunOptions) -> Result<RunSummary, PipelineError> {
     let source = Source::parse(&opts.source)?;
     let models = Models::load(opts)?;
-    run_with_models(opts, &source, models, |_| {})
+    run_with_models(opts, &source, models, |_| {}).map(|(summary, _)| summary)
 }
 
 /// [`run`] with models already loaded; `observe` sees every record as it is written (on the
-/// sink thread).
+/// sink thread). Hands the models back, reset, for the next source.
 pub fn run_with_models(
     opts: &RunOptions,
     source: &Source,
     models: Models,
     mut observe: impl FnMut(&Record) + Send + 'static,
-) -> Result<RunSummary, PipelineError> {
+) -> Result<(RunSummary, Models), PipelineError> {
     let sink = JsonlSink::open(&opts.out)?;
     let started = Instant::now();
     let (capture, outputs) = Capture::start_with(source, opts.capture)?;
@@ -207,6 +209,7 @@ pub fn run_with_models(
     }
     let frames = capture.frames.clone();
     let detector = models.face.detector_name();
+    let provider = models.provider;
     let progress = opts
         .progress
         .then(|| progress_bar(capture.duration()))
@@ -263,20 +266,27 @@ pub fn run_with_models(
     }
     // A stage's own error explains a capture failure it caused (its channel closed), so it
     // comes first.
-    face_result?;
-    encode_result?;
-    audio_result?;
+    let face = face_result?;
+    let expression = encode_result?;
+    let audio = audio_result?;
     let summary = summary?;
     captured?;
-    Ok(RunSummary {
+    let models = Models {
+        provider,
+        face,
+        expression,
+        audio,
+    };
+    let summary = RunSummary {
         records: summary.records,
         records_with_faces: summary.records_with_faces,
         frames: frames.load(std::sync::atomic::Ordering::Relaxed),
         wall: started.elapsed(),
-        provider: models.provider,
+        provider,
         detector,
         latency: summary.latency,
-    })
+    };
+    Ok((summary, models))
 }
 
 fn progress_bar(duration: Option<Duration>) -> Option<indicatif::ProgressBar> {

@@ -228,6 +228,26 @@ impl AudioStage {
             + Duration::from_secs_f64(samples as f64 / f64::from(SER_SAMPLE_RATE))
     }
 
+    /// Forgets the stream: the next block starts a new one.
+    pub fn reset(&mut self) {
+        self.vad.reset();
+        self.chunker = Chunker::default();
+        self.start = None;
+        self.chunks_done = 0;
+        self.vad_history.clear();
+        self.energy_history.clear();
+        self.waiting.clear();
+        self.buf16.clear();
+        self.buf16_start = 0;
+        self.samples16 = 0;
+        self.buf44.clear();
+        self.buf44_start = 0;
+        self.samples44 = 0;
+        self.next_hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop).max(1);
+        self.emotion = None;
+        self.emotion_updated = false;
+    }
+
     /// Feeds one block; returns the estimates that became complete.
     pub fn push(&mut self, block: &AudioBlock) -> Result<Vec<VoiceEstimate>, EncodeError> {
         if self.start.is_none() {
@@ -420,11 +440,12 @@ impl AudioStage {
         mut self,
         rx: Receiver<AudioBlock>,
         tx: Sender<VoiceEstimate>,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<Self, EncodeError> {
         for block in rx {
             for estimate in self.push(&block)? {
                 if tx.send(estimate).is_err() {
-                    return Ok(());
+                    self.reset();
+                    return Ok(self);
                 }
             }
         }
@@ -433,6 +454,7 @@ impl AudioStage {
                 break;
             }
         }
-        Ok(())
+        self.reset();
+        Ok(self)
     }
 }

@@ -301,7 +301,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         let (summary, collector) = handle
             .join()
             .map_err(|_| BenchError::StreamCrashed { stream: i })?;
-        let summary = summary?;
+        let (summary, _models) = summary?;
         device = summary.provider.name().to_owned();
         detector = summary.detector.to_owned();
         let mut c = collector

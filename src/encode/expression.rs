@@ -234,18 +234,18 @@ impl ExpressionEncoder {
         Ok(FaceFrame { meta, faces })
     }
 
-    /// Runs until the input channel closes or the output is gone.
+    /// Runs until the input channel closes or the output is gone; hands the encoder back.
     pub fn run(
         mut self,
         rx: Receiver<FaceBatch>,
         tx: Sender<FaceFrame>,
-    ) -> Result<(), EncodeError> {
+    ) -> Result<Self, EncodeError> {
         for batch in rx {
             let frame = self.process(batch)?;
             if tx.send(frame).is_err() {
                 break;
             }
         }
-        Ok(())
+        Ok(self)
     }
 }

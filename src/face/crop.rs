@@ -23,9 +23,16 @@ pub struct CropGeometry {
     pub angle_deg: f32,
 }
 
+/// A face whose box spans at least this share of a thumbnail's short side is taken to be in
+/// an image that is already a face crop.
+pub const ALREADY_CROPPED: f32 = 0.8;
+/// Images whose short side is at most this many pixels count as thumbnails.
+pub const THUMBNAIL_MAX: f32 = 128.0;
+
 /// The square crop for `det` in a `frame_w` x `frame_h` frame: side `max(w, h) * (1 + margin)`
 /// around the box centre, shrunk to the frame's short side and shifted inside the frame when it
-/// would stick out (so a face filling a small image is cut as the whole image, not padded);
+/// would stick out; a face spanning most of the image (an image that is already a face crop) is
+/// cut as the whole image;
 /// with `align`, rotated by the angle of the line from the right eye to the left eye.
 pub fn crop_geometry(
     det: &Detection,
@@ -35,7 +42,16 @@ pub fn crop_geometry(
     frame_h: u32,
 ) -> CropGeometry {
     let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
-    let side = (det.bbox.w.max(det.bbox.h) * (1.0 + margin)).min(fw.min(fh));
+    let face = det.bbox.w.max(det.bbox.h);
+    // A thumbnail that is already a face crop (the face spans most of it, as in FER2013's
+    // 48x48 images) is used whole: a detector box on so few pixels is too coarse to improve on
+    // the image's own framing.
+    let short = fw.min(fh);
+    let side = if short <= THUMBNAIL_MAX && face >= ALREADY_CROPPED * short {
+        fw.min(fh)
+    } else {
+        (face * (1.0 + margin)).min(fw.min(fh))
+    };
     let (cx, cy) = det.bbox.center();
     let half = side / 2.0;
     let center = (cx.clamp(half, fw - half), cy.clamp(half, fh - half));

@@ -59,6 +59,14 @@ impl FaceDetector {
         }
     }
 
+    /// Changes the minimum detector score (YuNet; the Haar cascade has no score).
+    pub fn set_score_threshold(&mut self, threshold: f32) {
+        match self {
+            FaceDetector::YuNet(d) => d.config.score_threshold = threshold,
+            FaceDetector::Haar(d) => d.config.score_threshold = threshold,
+        }
+    }
+
     /// Short name for logs.
     pub fn name(&self) -> &'static str {
         match self {
