@@ -349,7 +349,7 @@ fn aggregate(records: &[Record], classes: &[String]) -> ClipResult {
 fn agreement(
     clips: &[&ClipResult],
     pick: impl Fn(&ClipResult) -> (Option<[f64; 2]>, Option<&String>),
-    class_of: Option<&dyn Fn(&ClipResult) -> Option<&String>>,
+    with_accuracy: bool,
     table: &BTreeMap<String, [f64; 2]>,
     classes: &[String],
 ) -> Agreement {
@@ -364,11 +364,9 @@ fn agreement(
             lv.push(l[0]);
             la.push(l[1]);
         }
-        if let Some(class_of) = class_of
-            && classes.contains(label)
-        {
+        if with_accuracy && classes.contains(label) {
             counted += 1;
-            if class_of(c) == Some(label) {
+            if c.face_class.as_ref() == Some(label) {
                 correct += 1;
             }
         }
@@ -480,7 +478,6 @@ fn summarize(
 ) -> EvalReport {
     let mut agreement_by_kind = BTreeMap::new();
     let mut confusion = BTreeMap::new();
-    let class_of: &dyn Fn(&ClipResult) -> Option<&String> = &|c| c.face_class.as_ref();
     for kind in KINDS {
         let of_kind: Vec<&ClipResult> = clips.iter().filter(|c| c.kind == kind).collect();
         if of_kind.is_empty() {
@@ -495,7 +492,7 @@ fn summarize(
                 agreement(
                     &of_kind,
                     |c| (c.face_va, c.face_label.as_ref()),
-                    Some(class_of),
+                    true,
                     table,
                     &classes,
                 ),
@@ -507,7 +504,7 @@ fn summarize(
                 agreement(
                     &of_kind,
                     |c| (c.voice_va, c.voice_label.as_ref()),
-                    None,
+                    false,
                     table,
                     &classes,
                 ),
@@ -518,7 +515,7 @@ fn summarize(
             agreement(
                 &of_kind,
                 |c| (c.fused_va, c.face_label.as_ref()),
-                None,
+                false,
                 table,
                 &classes,
             ),
