@@ -287,7 +287,7 @@ impl Fusion {
                 present: true,
                 since_update_s: 0.0,
                 score: f.detection.score,
-                size_px: f.detection.bbox.w.max(f.detection.bbox.h),
+                size_px: (f.detection.bbox.w * f.detection.bbox.h).max(0.0).sqrt(),
                 blur: Some(f.blur),
                 landmarks: f.detection.landmarks,
                 track_age_s: f.track_age.as_secs_f32(),
