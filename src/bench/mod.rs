@@ -81,6 +81,10 @@ pub struct ResourceSample {
 
 struct Collector {
     started: Option<Instant>,
+    /// Stream time added to this pass's timestamps (passes follow each other).
+    t_offset: f64,
+    /// Latest (offset) stream time seen.
+    t_last: f64,
     frame_interval_s: f64,
     end_to_end: Histogram<u64>,
     lag: Histogram<u64>,
@@ -90,6 +94,8 @@ struct Collector {
     late: u64,
     faces: u64,
     series: Vec<Sample>,
+    /// Index in `series` where each pass after the first starts.
+    pass_starts: Vec<usize>,
 }
 
 #[allow(clippy::expect_used)]
@@ -106,6 +112,8 @@ impl Collector {
     fn new() -> Self {
         Self {
             started: None,
+            t_offset: 0.0,
+            t_last: 0.0,
             frame_interval_s: 0.04,
             end_to_end: histogram(),
             lag: histogram(),
@@ -115,6 +123,7 @@ impl Collector {
             late: 0,
             faces: 0,
             series: Vec::new(),
+            pass_starts: Vec::new(),
         }
     }
 
@@ -137,6 +146,8 @@ impl Collector {
             }
         }
         let at_s = now.saturating_duration_since(started).as_secs_f64();
+        let t = r.t + self.t_offset;
+        self.t_last = self.t_last.max(t);
         self.series.push(Sample {
             at_s,
             latency_ms: latency,
@@ -144,7 +155,7 @@ impl Collector {
             detect_ms: s.detect.unwrap_or(0.0),
             encode_ms: s.encode.unwrap_or(0.0),
             decoded_at_s: at_s - latency / 1000.0,
-            t: r.t,
+            t,
         });
         if self.series.len() >= 2 {
             let n = self.series.len();
@@ -155,24 +166,38 @@ impl Collector {
         }
     }
 
+    /// The next pass of the source starts where this one ended (one frame later), and the
+    /// schedule restarts from its first frame.
+    fn next_pass(&mut self) {
+        self.t_offset = self.t_last + self.frame_interval_s;
+        self.pass_starts.push(self.series.len());
+    }
+
     /// Paced runs: each frame's lag behind its schedule. The schedule is the earliest one
     /// consistent with every frame (frame t due at anchor + t, anchor = min(decoded - t)), so a
     /// slow first frame does not hide later lateness.
     fn compute_lag(&mut self) {
-        let anchor = self
-            .series
-            .iter()
-            .map(|s| s.decoded_at_s - s.t)
-            .fold(f64::INFINITY, f64::min);
-        if !anchor.is_finite() {
-            return;
-        }
-        for s in &mut self.series {
-            let lag = (s.at_s - (anchor + s.t)).max(0.0) * 1000.0;
-            s.lag_ms = Some(lag);
-            self.lag.saturating_record(micros(lag));
-            if lag > self.frame_interval_s * 1000.0 {
-                self.late += 1;
+        let mut bounds = vec![0];
+        bounds.extend(self.pass_starts.iter().copied());
+        bounds.push(self.series.len());
+        for pass in bounds.windows(2) {
+            let Some(samples) = self.series.get_mut(pass[0]..pass[1]) else {
+                continue;
+            };
+            let anchor = samples
+                .iter()
+                .map(|s| s.decoded_at_s - s.t)
+                .fold(f64::INFINITY, f64::min);
+            if !anchor.is_finite() {
+                continue;
+            }
+            for s in samples {
+                let lag = (s.at_s - (anchor + s.t)).max(0.0) * 1000.0;
+                s.lag_ms = Some(lag);
+                self.lag.saturating_record(micros(lag));
+                if lag > self.frame_interval_s * 1000.0 {
+                    self.late += 1;
+                }
             }
         }
     }
@@ -257,17 +282,61 @@ fn p99_of(samples: &[Sample]) -> Option<f64> {
     (!h.is_empty()).then(|| h.value_at_quantile(0.99) as f64 / 1000.0)
 }
 
+/// Runs the source once, or pass after pass (the models reused) until `duration` has passed;
+/// the last pass is cut at the deadline. Timestamps continue from pass to pass.
+fn run_passes(
+    run: &RunOptions,
+    source: &Source,
+    mut models: Models,
+    duration: Option<Duration>,
+    collector: &Arc<Mutex<Collector>>,
+) -> Result<(pipeline::RunSummary, Models), PipelineError> {
+    let started = Instant::now();
+    let mut total: Option<pipeline::RunSummary> = None;
+    loop {
+        let mut pass = run.clone();
+        if let Some(limit) = duration {
+            pass.max_duration = Some(limit.saturating_sub(started.elapsed()));
+        }
+        let sink_side = collector.clone();
+        let (summary, back) = pipeline::run_with_models(&pass, source, models, move |r| {
+            if let Ok(mut c) = sink_side.lock() {
+                c.observe(r);
+            }
+        })?;
+        models = back;
+        if let Ok(mut c) = collector.lock() {
+            c.next_pass();
+        }
+        total = Some(match total {
+            None => summary,
+            Some(mut t) => {
+                t.records += summary.records;
+                t.records_with_faces += summary.records_with_faces;
+                t.frames += summary.frames;
+                t.wall = started.elapsed();
+                t
+            }
+        });
+        let more =
+            duration.is_some_and(|limit| started.elapsed() + Duration::from_millis(200) < limit);
+        if !more {
+            break;
+        }
+    }
+    match total {
+        Some(t) => Ok((t, models)),
+        None => Err(PipelineError::StageCrashed("bench")),
+    }
+}
+
 /// Runs the benchmark.
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let source = Source::parse(&opts.run.source).map_err(PipelineError::from)?;
     let mut run = opts.run.clone();
     run.out = JsonlTarget::Discard;
     run.progress = false;
-    run.capture = CaptureOptions {
-        paced: opts.paced,
-        looped: opts.duration.is_some(),
-    };
-    run.max_duration = opts.duration;
+    run.capture = CaptureOptions { paced: opts.paced };
     // Load every stream's models before any starts, so start-up is not measured.
     let mut loaded = Vec::with_capacity(opts.streams.max(1));
     for _ in 0..opts.streams.max(1) {
@@ -282,14 +351,11 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         let sink_side = collector.clone();
         let run = run.clone();
         let source = source.clone();
+        let duration = opts.duration;
         let handle = std::thread::Builder::new()
             .name(format!("affectstream-bench-{i}"))
             .spawn(move || {
-                let summary = pipeline::run_with_models(&run, &source, models, move |r| {
-                    if let Ok(mut c) = sink_side.lock() {
-                        c.observe(r);
-                    }
-                });
+                let summary = run_passes(&run, &source, models, duration, &sink_side);
                 (summary, collector)
             })
             .map_err(|_| BenchError::StreamCrashed { stream: i })?;

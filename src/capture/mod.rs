@@ -197,25 +197,19 @@ pub struct CaptureOptions {
     /// Release frames at their timestamps (1x real time), like a camera, instead of as fast
     /// as they decode.
     pub paced: bool,
-    /// Start again from the beginning at the end of the source (gapless segment seeks);
-    /// timestamps keep increasing. Stop it with [`StopHandle::stop`].
-    pub looped: bool,
 }
 
-/// Ends a running capture from any thread (the pipeline drains and reports end of stream).
+/// Ends a running capture from any thread: the appsinks refuse further buffers, the
+/// demuxer ends its streams, and the capture reports end of stream.
 #[derive(Clone)]
 pub struct StopHandle {
-    pipeline: gst::glib::WeakRef<gst::Pipeline>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl StopHandle {
-    /// Asks the capture to end: what is decoded so far is delivered, then end of stream.
+    /// Asks the capture to end: what was delivered so far is processed, then end of stream.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        if let Some(p) = self.pipeline.upgrade() {
-            p.send_event(gst::event::Eos::new());
-        }
     }
 }
 
@@ -225,7 +219,6 @@ pub struct Capture {
     source: Source,
     /// Frames delivered so far.
     pub frames: Arc<AtomicU64>,
-    options: CaptureOptions,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -271,11 +264,13 @@ impl Capture {
         let (layout_tx, layout_rx) = crossbeam_channel::bounded(1);
         let frames = Arc::new(AtomicU64::new(0));
         let state = Arc::new(Mutex::new(LinkState::default()));
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         {
             let pipeline_weak = pipeline.downgrade();
             let state = state.clone();
             let frames = frames.clone();
+            let stopping = stopping.clone();
             decode.connect_pad_added(move |_, pad| {
                 let Some(pipeline) = pipeline_weak.upgrade() else {
                     return;
@@ -290,12 +285,17 @@ impl Capture {
                 let result = if kind.starts_with("video/") && !linked.video {
                     linked.video = true;
                     link_branch(&pipeline, pad, VIDEO_BRANCH, |bin| {
-                        attach_video_sink(bin, video_tx.clone(), frames.clone(), options.paced)
+                        let sink = VideoSink {
+                            tx: video_tx.clone(),
+                            frames: frames.clone(),
+                            stopping: stopping.clone(),
+                        };
+                        attach_video_sink(bin, sink, options.paced)
                     })
                 } else if kind.starts_with("audio/") && !linked.audio {
                     linked.audio = true;
                     link_branch(&pipeline, pad, AUDIO_BRANCH, |bin| {
-                        attach_audio_sinks(bin, audio_tx.clone(), options.paced)
+                        attach_audio_sinks(bin, audio_tx.clone(), stopping.clone(), options.paced)
                     })
                 } else {
                     Ok(())
@@ -324,26 +324,6 @@ impl Capture {
             message: first_bus_error(pipeline)
                 .unwrap_or_else(|| "the pipeline refused to start".into()),
         };
-        if options.looped {
-            // A segment seek makes the source post SEGMENT_DONE instead of EOS at its end, and
-            // the next (non-flushing) segment seek continues without a gap in running time.
-            pipeline
-                .set_state(gst::State::Paused)
-                .map_err(|_| refused(&pipeline))?;
-            let prerolled = pipeline.state(gst::ClockTime::from_seconds(30));
-            if prerolled.0.is_err() {
-                return Err(refused(&pipeline));
-            }
-            pipeline
-                .seek_simple(
-                    gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT,
-                    gst::ClockTime::ZERO,
-                )
-                .map_err(|e| CaptureError::Open {
-                    source_name: source.name.clone(),
-                    message: format!("cannot loop this source: {e}"),
-                })?;
-        }
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|_| refused(&pipeline))?;
@@ -352,8 +332,7 @@ impl Capture {
                 pipeline,
                 source: source.clone(),
                 frames,
-                options,
-                stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                stopping,
             },
             CaptureOutputs {
                 video: video_rx,
@@ -366,7 +345,6 @@ impl Capture {
     /// A handle that ends this capture from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
-            pipeline: self.pipeline.downgrade(),
             stopping: self.stopping.clone(),
         }
     }
@@ -407,17 +385,6 @@ impl Capture {
             use gst::MessageView;
             match msg.view() {
                 MessageView::Eos(..) => return Ok(()),
-                MessageView::SegmentDone(..) if self.options.looped => {
-                    if self.stopping.load(Ordering::SeqCst) {
-                        self.pipeline.send_event(gst::event::Eos::new());
-                    } else if let Err(e) = self
-                        .pipeline
-                        .seek_simple(gst::SeekFlags::SEGMENT, gst::ClockTime::ZERO)
-                    {
-                        tracing::warn!("cannot loop {}: {e}; ending", self.source.name);
-                        self.pipeline.send_event(gst::event::Eos::new());
-                    }
-                }
                 MessageView::Error(err) => {
                     tracing::debug!(debug = ?err.debug(), "GStreamer error");
                     return Err(CaptureError::Decode {
@@ -536,8 +503,8 @@ fn appsink(bin: &gst::Bin, name: &str) -> Result<gst_app::AppSink, String> {
         .ok_or_else(|| format!("branch has no appsink named {name}"))
 }
 
-/// Running time of a buffer: stream time mapped through its segment, so it keeps increasing
-/// across loops and seeks (and equals the timestamp for a plain file).
+/// Running time of a buffer: stream time mapped through its segment (equals the timestamp
+/// for a plain file).
 fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Duration> {
     let pts = pts?;
     let running = sample
@@ -548,12 +515,19 @@ fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Dur
     Some(Duration::from_nanos(running.nseconds()))
 }
 
-fn attach_video_sink(
-    bin: &gst::Bin,
+/// Where the video appsink delivers.
+struct VideoSink {
     tx: Sender<VideoFrame>,
     frames: Arc<AtomicU64>,
-    paced: bool,
-) -> Result<(), String> {
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn attach_video_sink(bin: &gst::Bin, target: VideoSink, paced: bool) -> Result<(), String> {
+    let VideoSink {
+        tx,
+        frames,
+        stopping,
+    } = target;
     let sink = appsink(bin, "sink")?;
     sink.set_property("sync", paced);
     let info: Mutex<Option<gst_video::VideoInfo>> = Mutex::new(None);
@@ -561,6 +535,9 @@ fn attach_video_sink(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if stopping.load(Ordering::Relaxed) {
+                    return Err(gst::FlowError::Eos);
+                }
                 let decoded = Instant::now();
                 let mut info_slot = info.lock().map_err(|_| gst::FlowError::Error)?;
                 if info_slot.is_none() {
@@ -633,15 +610,24 @@ fn to_video_frame(
     })
 }
 
-fn attach_audio_sinks(bin: &gst::Bin, tx: Sender<AudioBlock>, paced: bool) -> Result<(), String> {
+fn attach_audio_sinks(
+    bin: &gst::Bin,
+    tx: Sender<AudioBlock>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    paced: bool,
+) -> Result<(), String> {
     for (name, rate) in [("sink16k", 16_000u32), ("sink44k", 44_100u32)] {
         let sink = appsink(bin, name)?;
         sink.set_property("sync", paced);
         let tx = tx.clone();
+        let stopping = stopping.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if stopping.load(Ordering::Relaxed) {
+                        return Err(gst::FlowError::Eos);
+                    }
                     let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
                     let pts = running_time(&sample, buffer.pts());
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
