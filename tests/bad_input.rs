@@ -128,3 +128,17 @@ fn wrong_model_file_is_named() {
     );
     assert_clear_failure(&o, "fer_mini_xception_fer2013.onnx", "sha256");
 }
+
+#[test]
+fn cuda_without_a_gpu_is_a_clear_error_not_a_silent_cpu_fallback() {
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        return; // a GPU machine: CUDA may well work here
+    }
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let o = run_binary(
+        &["run", "--source", src.to_str().unwrap(), "--device", "cuda"],
+        LIMIT,
+    );
+    assert_clear_failure(&o, "cuda", "could not be registered");
+    assert!(o.stdout.is_empty(), "no records on CPU: {}", o.stdout);
+}
