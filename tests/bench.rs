@@ -1,6 +1,8 @@
 //! `affectstream bench` on real media: the table, the JSON report and the PNG plot, offline and
 //! paced with passes looped up to a duration.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! arousal Spearman ≥ 0.5 on RAVDESS speech, conflict ROC AUC ≥ 0.70 on the constructed pairs —
 //! and the gates it reports are well formed.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use affectstream::encode::runtime::DeviceRequest;

@@ -1,6 +1,8 @@
 //! Every ONNX model in the manifest, run through our ONNX Runtime setup on the fixed inputs of
 //! ../shared/models/reference_outputs.json, matches the Python reference outputs.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::collections::HashMap;
 
 use affectstream::encode::runtime::{DeviceRequest, Runtime};

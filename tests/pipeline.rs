@@ -1,6 +1,8 @@
 //! The real binary on real media: the 60 s talking-head stream, audio-only, video-only and
 //! still-image sources.
 
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: where the test media is, running the real binary
 //! with a time limit, reading its JSON Lines.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
