@@ -213,5 +213,5 @@ fn random_bytes_named_wav() {
         .collect();
     std::fs::write(&path, bytes).unwrap();
     let o = run_binary(&["run", "--source", path.to_str().unwrap()], LIMIT);
-    common::assert_clear_failure(&o, "noise.wav", "");
+    common::assert_clear_failure(&o, "noise.wav", "not a media file");
 }
