@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::capture::{CaptureOptions, Source};
-use crate::metrics::Percentiles;
+use crate::metrics::{Percentiles, new_histogram, percentiles};
 use crate::pipeline::{self, Models, PipelineError, RunOptions};
 use crate::record::Record;
 use crate::sink::JsonlTarget;
@@ -98,12 +98,6 @@ struct Collector {
     pass_starts: Vec<usize>,
 }
 
-#[allow(clippy::expect_used)]
-fn histogram() -> Histogram<u64> {
-    // 1 µs .. 1 hour at 3 significant digits are valid bounds: construction cannot fail.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
-}
-
 fn micros(ms: f64) -> u64 {
     ((ms * 1000.0).max(1.0)) as u64
 }
@@ -115,9 +109,9 @@ impl Collector {
             t_offset: 0.0,
             t_last: 0.0,
             frame_interval_s: 0.04,
-            end_to_end: histogram(),
-            lag: histogram(),
-            stages: [histogram(), histogram(), histogram()],
+            end_to_end: new_histogram(),
+            lag: new_histogram(),
+            stages: [new_histogram(), new_histogram(), new_histogram()],
             records: 0,
             video_records: 0,
             late: 0,
@@ -203,17 +197,6 @@ impl Collector {
     }
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
-    let ms = |v: u64| v as f64 / 1000.0;
-    Percentiles {
-        count: h.len(),
-        p50: ms(h.value_at_quantile(0.50)),
-        p95: ms(h.value_at_quantile(0.95)),
-        p99: ms(h.value_at_quantile(0.99)),
-        max: ms(h.max()),
-    }
-}
-
 /// Figures of one stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamReport {
@@ -275,7 +258,7 @@ pub struct BenchReport {
 }
 
 fn p99_of(samples: &[Sample]) -> Option<f64> {
-    let mut h = histogram();
+    let mut h = new_histogram();
     for s in samples {
         h.saturating_record(micros(s.latency_ms));
     }

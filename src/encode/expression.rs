@@ -9,7 +9,7 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::runtime::{Runtime, RuntimeError};
-use super::{ClassHead, ImageInputSpec};
+use super::{ClassHead, ImageInputSpec, check_class_output};
 use crate::face::crop::extract_crop;
 use crate::face::detection::Detection;
 use crate::face::{FaceBatch, FrameMeta, frame_mat};
@@ -135,25 +135,7 @@ impl ExpressionEncoder {
                 "input shape {dims:?} does not match the manifest's {expected:?} (plus batch)"
             )));
         }
-        let outputs = session
-            .outputs()
-            .first()
-            .ok_or_else(|| wrong("no output".into()))?;
-        let out_dims: Vec<i64> = outputs
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        if out_dims
-            .last()
-            .copied()
-            .is_some_and(|n| n > 0 && n != head.labels.len() as i64)
-        {
-            return Err(wrong(format!(
-                "output shape {out_dims:?} does not give one value per label ({} labels)",
-                head.labels.len()
-            )));
-        }
+        check_class_output(&session, &head, path)?;
         Ok(Self {
             session,
             spec,

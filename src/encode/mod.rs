@@ -145,6 +145,39 @@ impl ImageInputSpec {
     }
 }
 
+/// Checks that a classifier's first output gives one value per label of `head` (dynamic sizes
+/// pass), so a model swapped in the manifest fails at load time with a clear message.
+pub fn check_class_output(
+    session: &ort::session::Session,
+    head: &ClassHead,
+    path: &std::path::Path,
+) -> Result<(), expression::EncodeError> {
+    let wrong = |message: String| expression::EncodeError::WrongModel {
+        path: path.to_owned(),
+        message,
+    };
+    let output = session
+        .outputs()
+        .first()
+        .ok_or_else(|| wrong("no output".into()))?;
+    let dims: Vec<i64> = output
+        .dtype()
+        .tensor_shape()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default();
+    if dims
+        .last()
+        .copied()
+        .is_some_and(|n| n > 0 && n != head.labels.len() as i64)
+    {
+        return Err(wrong(format!(
+            "output shape {dims:?} does not give one value per label ({} labels)",
+            head.labels.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A classifier head: class labels and each label's (valence, arousal).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassHead {

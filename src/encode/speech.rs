@@ -7,9 +7,9 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::ClassHead;
 use super::expression::EncodeError;
 use super::runtime::Runtime;
+use super::{ClassHead, check_class_output};
 use crate::audio::speech_features::{MfccExtractor, SER_FRAMES};
 
 /// The speech-emotion model, its feature extractor and its head.
@@ -43,25 +43,7 @@ impl SpeechEncoder {
             return Err(wrong(format!("input shape {dims:?}, expected [N, 216, 1]")));
         }
         let input_name = input.name().to_owned();
-        let out = session
-            .outputs()
-            .first()
-            .ok_or_else(|| wrong("no output".into()))?;
-        let out_dims: Vec<i64> = out
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        if out_dims
-            .last()
-            .copied()
-            .is_some_and(|n| n > 0 && n != head.labels.len() as i64)
-        {
-            return Err(wrong(format!(
-                "output shape {out_dims:?} does not give one value per label ({} labels)",
-                head.labels.len()
-            )));
-        }
+        check_class_output(&session, &head, path)?;
         Ok(Self {
             session,
             head,

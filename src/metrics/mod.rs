@@ -102,8 +102,9 @@ pub struct Percentiles {
     pub max: f64,
 }
 
+/// A latency histogram in microseconds, 1 µs .. 1 hour, 3 significant digits.
 #[allow(clippy::expect_used)]
-fn new_histogram() -> Histogram<u64> {
+pub fn new_histogram() -> Histogram<u64> {
     // 1 µs .. 1 hour at 3 significant digits are valid bounds: construction cannot fail.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
@@ -164,7 +165,8 @@ impl LatencyStats {
     }
 }
 
-fn percentiles(h: &Histogram<u64>) -> Percentiles {
+/// Percentiles (ms) of a microsecond histogram.
+pub fn percentiles(h: &Histogram<u64>) -> Percentiles {
     let ms = |v: u64| v as f64 / 1000.0;
     Percentiles {
         count: h.len(),
