@@ -168,3 +168,50 @@ fn still_image_gives_one_record() {
     assert_eq!(records[0]["faces"].as_array().unwrap().len(), 1);
     assert!(records[0]["voice"].is_null());
 }
+
+#[test]
+fn without_yunet_files_the_haar_cascade_takes_over_with_a_warning() {
+    let dir = temp_dir("haar-models");
+    let models = affectstream::manifest::default_model_dir();
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let p = entry.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("face_detection_yunet") {
+            std::fs::copy(&p, dir.join(&name)).unwrap();
+        }
+    }
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--model-dir",
+            dir.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    assert!(
+        o.stderr.contains("Haar cascade"),
+        "a warning says so: {}",
+        o.stderr
+    );
+    let records = common::parse_jsonl(&o.stdout);
+    let with_face = records
+        .iter()
+        .filter(|r| !r["faces"].as_array().unwrap().is_empty())
+        .count();
+    assert!(
+        with_face * 10 >= records.len() * 9,
+        "faces in {with_face} of {}",
+        records.len()
+    );
+    let face = &records
+        .iter()
+        .find(|r| !r["faces"].as_array().unwrap().is_empty())
+        .unwrap()["faces"][0];
+    assert!(face["landmarks"].is_null(), "the cascade has no landmarks");
+}
