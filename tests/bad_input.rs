@@ -63,32 +63,108 @@ fn faststart_copy(src: &std::path::Path, dst: &std::path::Path) {
 }
 
 #[test]
-fn mp4_truncated_in_the_middle_keeps_what_decodes() {
+fn mp4_truncated_at_several_offsets_keeps_what_decodes() {
     let dir = temp_dir("trunc");
     let whole = dir.join("whole.mp4");
     faststart_copy(&testdata().join("av/streams/tedlieu_60s_256.mp4"), &whole);
     let bytes = std::fs::read(&whole).unwrap();
-    let cut = dir.join("cut.mp4");
-    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let out = dir.join("cut.jsonl");
+    let mut last = 0;
+    for percent in [10, 50, 90] {
+        let cut = dir.join(format!("cut{percent}.mp4"));
+        std::fs::write(&cut, &bytes[..bytes.len() * percent / 100]).unwrap();
+        let out = dir.join(format!("cut{percent}.jsonl"));
+        let o = run_binary(
+            &[
+                "run",
+                "--source",
+                cut.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            LIMIT,
+        );
+        assert_clear_failure(&o, &format!("cut{percent}.mp4"), "truncated");
+        let records = read_jsonl(&out);
+        assert!(
+            records.len() > last,
+            "{percent} %: more decodes than before ({})",
+            records.len()
+        );
+        assert!(records.len() < 1499, "{percent} %: not the whole stream");
+        last = records.len();
+    }
+    assert!(
+        last > 1200,
+        "90 % of the file decodes to most of it: {last}"
+    );
+}
+
+/// A copy of the model directory, with `change` applied.
+fn model_copy(name: &str, change: impl Fn(&std::path::Path)) -> std::path::PathBuf {
+    let dir = temp_dir(name);
+    let models = affectstream::manifest::default_model_dir();
+    for entry in std::fs::read_dir(&models).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    change(&dir);
+    dir
+}
+
+#[test]
+fn missing_model_file_says_to_run_setup() {
+    let dir = model_copy("missing-model", |d| {
+        std::fs::remove_file(d.join("silero_vad.onnx")).unwrap();
+    });
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
     let o = run_binary(
         &[
             "run",
             "--source",
-            cut.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
+            src.to_str().unwrap(),
+            "--model-dir",
+            dir.to_str().unwrap(),
         ],
         LIMIT,
     );
-    assert_clear_failure(&o, "cut.mp4", "truncated");
-    let records = read_jsonl(&out);
-    assert!(
-        records.len() > 300,
-        "records of the decodable half: {}",
-        records.len()
+    assert_clear_failure(&o, "silero_vad.onnx", "scripts/setup.sh");
+}
+
+#[test]
+fn model_of_the_wrong_shape_is_refused_at_load() {
+    // A manifest whose expression model is, checksum and all, the VAD model.
+    let dir = model_copy("wrong-shape", |_| {});
+    let manifest_src = affectstream::manifest::default_manifest_path();
+    let manifest = std::fs::read_to_string(&manifest_src).unwrap();
+    let vad_sha = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3";
+    let fer_sha = "f9c106ffdb84ad433a827aa48c1b6ac9afed1419550609b03249e715d0ae7a4e";
+    let swapped = manifest
+        .replace(
+            "file = \"fer_mini_xception_fer2013.onnx\"",
+            "file = \"silero_vad.onnx\"",
+        )
+        .replace(fer_sha, vad_sha);
+    let manifest_path = dir.join("models.toml");
+    std::fs::write(&manifest_path, swapped).unwrap();
+    std::fs::copy(
+        manifest_src.with_file_name("prosody_head.json"),
+        dir.join("prosody_head.json"),
+    )
+    .unwrap();
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--models",
+            manifest_path.to_str().unwrap(),
+            "--model-dir",
+            dir.to_str().unwrap(),
+        ],
+        LIMIT,
     );
-    assert!(records.len() < 1400);
+    assert_clear_failure(&o, "silero_vad.onnx", "does not fit its role");
 }
 
 #[test]
@@ -110,13 +186,9 @@ fn bad_option_values_are_refused() {
 
 #[test]
 fn wrong_model_file_is_named() {
-    let dir = temp_dir("models");
-    let models = affectstream::manifest::default_model_dir();
-    for entry in std::fs::read_dir(&models).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
-    std::fs::write(dir.join("fer_mini_xception_fer2013.onnx"), b"garbage").unwrap();
+    let dir = model_copy("models", |d| {
+        std::fs::write(d.join("fer_mini_xception_fer2013.onnx"), b"garbage").unwrap();
+    });
     let src = testdata().join("av/streams/tedlieu_60s_256.mp4");
     let o = run_binary(
         &[
