@@ -132,15 +132,27 @@ impl Manifest {
                 path: manifest_path.to_owned(),
                 source,
             })?;
-        let mut manifest: Manifest = toml::from_str(&text).map_err(|e| ManifestError::Parse {
-            path: manifest_path.to_owned(),
-            message: e.message().to_owned(),
+        let mut manifest = Self::parse(&text).map_err(|e| match e {
+            ManifestError::Parse { message, .. } => ManifestError::Parse {
+                path: manifest_path.to_owned(),
+                message,
+            },
+            other => other,
         })?;
         manifest.model_dir = model_dir.to_owned();
         manifest.manifest_dir = manifest_path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        Ok(manifest)
+    }
+
+    /// Parses and validates manifest text (file locations left empty).
+    pub fn parse(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| ManifestError::Parse {
+            path: PathBuf::new(),
+            message: e.message().to_owned(),
+        })?;
         for (role, entry) in &manifest.models {
             entry.validate(role)?;
         }
