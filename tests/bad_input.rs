@@ -216,3 +216,63 @@ fn cuda_without_a_gpu_is_a_clear_error_not_a_silent_cpu_fallback() {
     assert_clear_failure(&o, "cuda", "could not be registered");
     assert!(o.stdout.is_empty(), "no records on CPU: {}", o.stdout);
 }
+
+#[test]
+fn random_bytes_named_mp4() {
+    let dir = temp_dir("random-mp4");
+    let path = dir.join("random.mp4");
+    let bytes: Vec<u8> = (0u32..200_000)
+        .map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8)
+        .collect();
+    std::fs::write(&path, bytes).unwrap();
+    let o = run_binary(&["run", "--source", path.to_str().unwrap()], LIMIT);
+    assert_clear_failure(&o, "random.mp4", "");
+}
+
+#[test]
+fn manifest_with_a_wrong_sha256_names_the_model() {
+    let dir = model_copy("wrong-sha", |_| {});
+    let manifest_src = affectstream::manifest::default_manifest_path();
+    let manifest = std::fs::read_to_string(&manifest_src).unwrap();
+    let vad_sha = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3";
+    let manifest_path = dir.join("models.toml");
+    std::fs::write(&manifest_path, manifest.replace(vad_sha, &"ab".repeat(32))).unwrap();
+    std::fs::copy(
+        manifest_src.with_file_name("prosody_head.json"),
+        dir.join("prosody_head.json"),
+    )
+    .unwrap();
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--models",
+            manifest_path.to_str().unwrap(),
+            "--model-dir",
+            dir.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_clear_failure(&o, "silero_vad.onnx", "sha256");
+}
+
+#[test]
+fn config_value_out_of_range_names_the_key() {
+    let dir = temp_dir("bad-config");
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "[fusion.conflict]\non = 7.0\n").unwrap();
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let o = run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    assert_clear_failure(&o, "bad.toml", "conflict.on");
+}
