@@ -130,29 +130,20 @@ fn missing_model_file_says_to_run_setup() {
     assert_clear_failure(&o, "silero_vad.onnx", "scripts/setup.sh");
 }
 
-#[test]
-fn model_of_the_wrong_shape_is_refused_at_load() {
-    // A manifest whose expression model is, checksum and all, the VAD model.
-    let dir = model_copy("wrong-shape", |_| {});
+/// Runs the happy MEAD clip with a copy of the models whose manifest text went through `edit`.
+fn run_with_edited_manifest(name: &str, edit: impl Fn(String) -> String) -> common::Output {
+    let dir = model_copy(name, |_| {});
     let manifest_src = affectstream::manifest::default_manifest_path();
     let manifest = std::fs::read_to_string(&manifest_src).unwrap();
-    let vad_sha = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3";
-    let fer_sha = "f9c106ffdb84ad433a827aa48c1b6ac9afed1419550609b03249e715d0ae7a4e";
-    let swapped = manifest
-        .replace(
-            "file = \"fer_mini_xception_fer2013.onnx\"",
-            "file = \"silero_vad.onnx\"",
-        )
-        .replace(fer_sha, vad_sha);
     let manifest_path = dir.join("models.toml");
-    std::fs::write(&manifest_path, swapped).unwrap();
+    std::fs::write(&manifest_path, edit(manifest)).unwrap();
     std::fs::copy(
         manifest_src.with_file_name("prosody_head.json"),
         dir.join("prosody_head.json"),
     )
     .unwrap();
     let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
-    let o = run_binary(
+    run_binary(
         &[
             "run",
             "--source",
@@ -163,7 +154,22 @@ fn model_of_the_wrong_shape_is_refused_at_load() {
             dir.to_str().unwrap(),
         ],
         LIMIT,
-    );
+    )
+}
+
+const VAD_SHA: &str = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3";
+
+#[test]
+fn model_of_the_wrong_shape_is_refused_at_load() {
+    // A manifest whose expression model is, checksum and all, the VAD model.
+    let fer_sha = "f9c106ffdb84ad433a827aa48c1b6ac9afed1419550609b03249e715d0ae7a4e";
+    let o = run_with_edited_manifest("wrong-shape", |m| {
+        m.replace(
+            "file = \"fer_mini_xception_fer2013.onnx\"",
+            "file = \"silero_vad.onnx\"",
+        )
+        .replace(fer_sha, VAD_SHA)
+    });
     assert_clear_failure(&o, "silero_vad.onnx", "does not fit its role");
 }
 
@@ -231,30 +237,7 @@ fn random_bytes_named_mp4() {
 
 #[test]
 fn manifest_with_a_wrong_sha256_names_the_model() {
-    let dir = model_copy("wrong-sha", |_| {});
-    let manifest_src = affectstream::manifest::default_manifest_path();
-    let manifest = std::fs::read_to_string(&manifest_src).unwrap();
-    let vad_sha = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3";
-    let manifest_path = dir.join("models.toml");
-    std::fs::write(&manifest_path, manifest.replace(vad_sha, &"ab".repeat(32))).unwrap();
-    std::fs::copy(
-        manifest_src.with_file_name("prosody_head.json"),
-        dir.join("prosody_head.json"),
-    )
-    .unwrap();
-    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
-    let o = run_binary(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--models",
-            manifest_path.to_str().unwrap(),
-            "--model-dir",
-            dir.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let o = run_with_edited_manifest("wrong-sha", |m| m.replace(VAD_SHA, &"ab".repeat(32)));
     assert_clear_failure(&o, "silero_vad.onnx", "sha256");
 }
 
