@@ -99,6 +99,21 @@ fn mp4_truncated_at_several_offsets_keeps_what_decodes() {
     );
 }
 
+/// Runs the happy MEAD clip with the models in `dir`.
+fn run_with_model_dir(dir: &std::path::Path) -> common::Output {
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    run_binary(
+        &[
+            "run",
+            "--source",
+            src.to_str().unwrap(),
+            "--model-dir",
+            dir.to_str().unwrap(),
+        ],
+        LIMIT,
+    )
+}
+
 /// A copy of the model directory, with `change` applied.
 fn model_copy(name: &str, change: impl Fn(&std::path::Path)) -> std::path::PathBuf {
     let dir = temp_dir(name);
@@ -116,17 +131,7 @@ fn missing_model_file_says_to_run_setup() {
     let dir = model_copy("missing-model", |d| {
         std::fs::remove_file(d.join("silero_vad.onnx")).unwrap();
     });
-    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
-    let o = run_binary(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--model-dir",
-            dir.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let o = run_with_model_dir(&dir);
     assert_clear_failure(&o, "silero_vad.onnx", "scripts/setup.sh");
 }
 
@@ -195,17 +200,7 @@ fn wrong_model_file_is_named() {
     let dir = model_copy("models", |d| {
         std::fs::write(d.join("fer_mini_xception_fer2013.onnx"), b"garbage").unwrap();
     });
-    let src = testdata().join("av/streams/tedlieu_60s_256.mp4");
-    let o = run_binary(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--model-dir",
-            dir.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
+    let o = run_with_model_dir(&dir);
     assert_clear_failure(&o, "fer_mini_xception_fer2013.onnx", "sha256");
 }
 

@@ -262,13 +262,8 @@ impl Fusion {
             .collect();
         let mut events = Vec::new();
         for id in expired {
-            if let Some((mut fusion, _)) = self.tracks.remove(&id) {
-                events.extend(
-                    fusion
-                        .close(now.as_secs_f64())
-                        .into_iter()
-                        .map(|event| ConflictEventRecord { face: id, event }),
-                );
+            if let Some((fusion, _)) = self.tracks.remove(&id) {
+                events.extend(close_track(id, fusion, now));
             }
         }
         events
@@ -396,16 +391,10 @@ impl Fusion {
 
     /// Closes every track at the end of the stream; returns their final events.
     fn close_all(&mut self) -> Vec<ConflictEventRecord> {
-        let mut events = Vec::new();
-        for (id, (mut fusion, seen)) in self.tracks.drain() {
-            events.extend(
-                fusion
-                    .close(seen.as_secs_f64())
-                    .into_iter()
-                    .map(|event| ConflictEventRecord { face: id, event }),
-            );
-        }
-        events
+        self.tracks
+            .drain()
+            .flat_map(|(id, (fusion, seen))| close_track(id, fusion, seen))
+            .collect()
     }
 
     /// Runs until both inputs are closed, sending records in stream order.
@@ -461,6 +450,15 @@ impl Fusion {
             out.send(record).ok();
         }
     }
+}
+
+/// Closes one track's fusion at stream time `at`; its open conflict event ends there.
+fn close_track(id: u64, mut fusion: FaceTrackFusion, at: Duration) -> Vec<ConflictEventRecord> {
+    fusion
+        .close(at.as_secs_f64())
+        .into_iter()
+        .map(|event| ConflictEventRecord { face: id, event })
+        .collect()
 }
 
 fn voice_record(v: &VoiceEstimate) -> VoiceRecord {
