@@ -108,15 +108,39 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
+    /// Configuration file (TOML): `[fusion]` (docs/fusion.md), `[streams]` defaults and
+    /// `[[stream]]` entries (name, url, per-stream options).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Media file path or URI (file://, http://, rtsp://, ...).
+    /// Media file path or URI (file://, http://, rtsp://user:password@host/path, ...); repeat
+    /// for several streams at once.
     #[arg(long)]
-    source: String,
+    source: Vec<String>,
     /// Write records (JSON Lines) here; default: standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write one CSV row per face per frame here.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Serve the WebSocket record feed (/records) and Prometheus metrics (/metrics) here.
+    /// Default for live streams: 127.0.0.1:9750. Any address other than loopback needs --token.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Do not serve the WebSocket feed and metrics.
+    #[arg(long, conflicts_with = "listen")]
+    no_listen: bool,
+    /// Bearer token the endpoint requires (default: $AFFECTSTREAM_TOKEN).
+    #[arg(long)]
+    token: Option<String>,
+    /// Stop after this many seconds (live streams otherwise run until interrupted).
+    #[arg(long, value_parser = positive_seconds)]
+    duration: Option<f64>,
+    /// RTSP lower transport (default tcp; see also [streams] in --config).
+    #[arg(long, value_enum)]
+    rtsp_transport: Option<affectstream::capture::RtspTransport>,
+    /// RTSP jitter-buffer latency in milliseconds (default 200).
+    #[arg(long)]
+    rtsp_latency_ms: Option<u64>,
     /// Execution provider: auto (CUDA when available, else CPU), cpu, or cuda (an error when
     /// CUDA cannot be used).
     #[arg(long, value_enum, default_value = "auto")]
@@ -279,9 +303,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ..AudioConfig::default()
     };
     let mut fusion = affectstream::fusion::FusionConfig::default();
-    if let Some(path) = &args.config {
-        fusion.params = Config::load(path)?.fusion;
-    }
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    fusion.params = config.fusion.clone();
     let opts = RunOptions {
         fusion,
         out: args
@@ -289,13 +315,22 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .clone()
             .map_or(JsonlTarget::Stdout, JsonlTarget::File),
         device: args.device,
-        manifest: args.models,
-        model_dir: args.model_dir,
+        manifest: args.models.clone(),
+        model_dir: args.model_dir.clone(),
         face,
         audio,
         progress: true,
-        ..RunOptions::new(args.source.clone())
+        max_duration: args.duration.map(Duration::from_secs_f64),
+        ..RunOptions::new(args.source.first().cloned().unwrap_or_default())
     };
+    let one_offline_file = args.source.len() == 1
+        && config.stream.is_empty()
+        && !args.source[0].contains("://")
+        && args.csv.is_none()
+        && args.listen.is_none();
+    if !one_offline_file {
+        return run_streams(&args, &config, opts);
+    }
     let summary = pipeline::run(&opts)?;
     let e2e = summary.latency.end_to_end();
     tracing::info!(
@@ -313,5 +348,106 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         detector = summary.detector,
         "done"
     );
+    Ok(())
+}
+
+/// `run` with several sources, live sources, a streams config or the live sinks.
+fn run_streams(args: &RunArgs, config: &Config, run: RunOptions) -> anyhow::Result<()> {
+    use affectstream::streams::settings::SettingsOverrides;
+    use affectstream::streams::{StreamSpec, StreamState, StreamsOptions};
+    let mut cli_overrides = config.streams.clone();
+    if args.rtsp_transport.is_some() {
+        cli_overrides.protocols = args.rtsp_transport;
+    }
+    if args.rtsp_latency_ms.is_some() {
+        cli_overrides.latency_ms = args.rtsp_latency_ms;
+    }
+    let defaults = SettingsOverrides::apply(&cli_overrides, Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut streams = Vec::new();
+    for entry in &config.stream {
+        streams.push(StreamSpec {
+            name: entry.name.clone(),
+            source: entry.url.clone(),
+            settings: entry
+                .overrides()
+                .apply(defaults)
+                .map_err(|e| anyhow::anyhow!("stream '{}': {e}", entry.name))?,
+        });
+    }
+    for (i, source) in args.source.iter().enumerate() {
+        // Named after the source (password redacted); numbered when there are several.
+        let redacted = affectstream::capture::redact_url(source).text;
+        let name = if args.source.len() + config.stream.len() > 1 {
+            format!("stream{}", i + 1 + config.stream.len())
+        } else {
+            redacted
+        };
+        streams.push(StreamSpec {
+            name,
+            source: source.clone(),
+            settings: defaults,
+        });
+    }
+    let any_live = streams.iter().any(|s| {
+        ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"]
+            .iter()
+            .any(|p| s.source.starts_with(p))
+    });
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("AFFECTSTREAM_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let server = match (args.listen, args.no_listen, any_live) {
+        (Some(listen), _, _) => Some(listen),
+        (None, false, true) => Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9750))),
+        _ => None,
+    }
+    .map(|listen| affectstream::sink::server::ServerConfig { listen, token });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let opts = StreamsOptions {
+        streams,
+        sinks: affectstream::sink::hub::HubTargets {
+            jsonl: run.out.clone(),
+            csv: args.csv.clone(),
+        },
+        server,
+        max_duration: run.max_duration,
+        stop,
+        run,
+    };
+    let summary = affectstream::streams::run_streams(&opts, |addr| {
+        tracing::info!("serving ws://{addr}/records and http://{addr}/metrics");
+    })?;
+    let mut failures = Vec::new();
+    for s in &summary.streams {
+        tracing::info!(
+            stream = %s.name,
+            state = s.state.name(),
+            frames = s.frames,
+            dropped = s.dropped_frames,
+            reconnects = s.reconnects,
+            "stream done"
+        );
+        if s.state == StreamState::Failed {
+            failures.push(format!(
+                "stream '{}' failed: {}",
+                s.name,
+                s.reason.as_deref().unwrap_or("unknown reason")
+            ));
+        }
+    }
+    tracing::info!(
+        records = summary.hub.records,
+        wall_s = format!("{:.2}", summary.wall.as_secs_f64()),
+        "done"
+    );
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("; "));
+    }
     Ok(())
 }

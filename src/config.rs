@@ -6,6 +6,11 @@
 //! balance_floor = 0.2
 //! [fusion.conflict]
 //! on = 0.35
+//! [streams]           # defaults for every stream: transport, latency, reconnects
+//! retry_budget_s = 60
+//! [[stream]]          # streams to run (see streams::settings)
+//! name = "lobby"
+//! url = "rtsp://user:password@10.0.0.7/stream1"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -13,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::fusion::gates::FusionParams;
+use crate::streams::settings::{SettingsOverrides, StreamEntry, StreamSettings};
 
 /// Errors reading a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,12 @@ pub struct Config {
     /// Fusion parameters (defaults: [`FusionParams::default`]).
     #[serde(default)]
     pub fusion: FusionParams,
+    /// Defaults for every stream (see [`crate::streams::settings`]).
+    #[serde(default)]
+    pub streams: SettingsOverrides,
+    /// The streams to run, each with a name and a URL.
+    #[serde(default, rename = "stream")]
+    pub stream: Vec<StreamEntry>,
 }
 
 impl Config {
@@ -52,7 +64,27 @@ impl Config {
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: Config = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         config.fusion.validate().map_err(|e| e.to_string())?;
+        let defaults = config.stream_defaults()?;
+        for (i, entry) in config.stream.iter().enumerate() {
+            if entry.name.trim().is_empty() || entry.url.trim().is_empty() {
+                return Err(format!("stream #{} needs a name and a url", i + 1));
+            }
+            if config.stream[..i].iter().any(|e| e.name == entry.name) {
+                return Err(format!("two streams are named '{}'", entry.name));
+            }
+            entry
+                .overrides()
+                .apply(defaults)
+                .map_err(|e| format!("stream '{}': {e}", entry.name))?;
+        }
         Ok(config)
+    }
+
+    /// The `[streams]` defaults applied to the built-in ones.
+    pub fn stream_defaults(&self) -> Result<StreamSettings, String> {
+        self.streams
+            .apply(StreamSettings::default())
+            .map_err(|e| format!("[streams] {e}"))
     }
 }
 

@@ -20,3 +20,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod sink;
+pub mod streams;

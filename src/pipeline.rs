@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use crate::audio::vad::SileroVad;
 use crate::audio::{AudioConfig, AudioStage, ProsodyHeads};
-use crate::capture::{Capture, CaptureError, CaptureOptions, Source};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::capture::{Capture, CaptureError, CaptureOptions, CaptureOutputs, Source};
 use crate::encode::expression::{EncodeError, ExpressionEncoder};
 use crate::encode::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
 use crate::encode::speech::SpeechEncoder;
@@ -207,7 +209,7 @@ pub fn run_with_models(
             })
             .map_err(|_| PipelineError::StageCrashed("timer"))?;
     }
-    let frames = capture.frames.clone();
+    let counters = capture.counters.clone();
     let detector = models.face.detector_name();
     let provider = models.provider;
     let progress = opts
@@ -215,35 +217,12 @@ pub fn run_with_models(
         .then(|| progress_bar(capture.duration()))
         .flatten();
 
-    let (crops_tx, crops_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
-    let (faces_tx, faces_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
-    let (voice_tx, voice_rx) = crossbeam_channel::bounded(VOICE_QUEUE);
-    let (records_tx, records_rx) = crossbeam_channel::bounded::<Record>(STAGE_QUEUE);
-
-    let spawn = |name: &str| thread::Builder::new().name(format!("affectstream-{name}"));
-    let face_stage = models.face;
-    let video_rx = outputs.video;
-    let face = spawn("face")
-        .spawn(move || face_stage.run(video_rx, crops_tx))
-        .map_err(|_| PipelineError::StageCrashed("face"))?;
-    let encoder_stage = models.expression;
-    let encoder = spawn("encode")
-        .spawn(move || encoder_stage.run(crops_rx, faces_tx))
-        .map_err(|_| PipelineError::StageCrashed("encode"))?;
-    let audio_stage = models.audio;
-    let audio_rx = outputs.audio;
-    let audio = spawn("audio")
-        .spawn(move || audio_stage.run(audio_rx, voice_tx))
-        .map_err(|_| PipelineError::StageCrashed("audio"))?;
     let mut fusion_config = opts.fusion.clone();
     fusion_config.wait_for_voice &= !(opts.capture.paced || source.is_live());
-    let fusion_stage = Fusion::new(fusion_config, source.name.clone(), models.provider.name());
-    let layout_rx = outputs.layout;
-    let fusion = spawn("fusion")
-        .spawn(move || fusion_stage.run(faces_rx, voice_rx, layout_rx, records_tx))
-        .map_err(|_| PipelineError::StageCrashed("fusion"))?;
+    let (stages, records_rx) = Stages::spawn(models, outputs, fusion_config, &source.name, None)?;
     let bar = progress.clone();
-    let sink = spawn("sink")
+    let sink = thread::Builder::new()
+        .name("affectstream-sink".into())
         .spawn(move || {
             sink.run(records_rx, |r| {
                 if let Some(bar) = &bar {
@@ -256,37 +235,121 @@ pub fn run_with_models(
 
     let captured = capture.wait();
     drop(done_tx);
-    let face_result = join(face, "face")?;
-    let encode_result = join(encoder, "encode")?;
-    let audio_result = join(audio, "audio")?;
-    join(fusion, "fusion")?;
+    let models = stages.join();
     let summary = join(sink, "sink")?;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
     // A stage's own error explains a capture failure it caused (its channel closed), so it
     // comes first.
-    let face = face_result?;
-    let expression = encode_result?;
-    let audio = audio_result?;
+    let models = models?;
     let summary = summary?;
     captured?;
-    let models = Models {
-        provider,
-        face,
-        expression,
-        audio,
-    };
     let summary = RunSummary {
         records: summary.records,
         records_with_faces: summary.records_with_faces,
-        frames: frames.load(std::sync::atomic::Ordering::Relaxed),
+        frames: counters.frames.load(std::sync::atomic::Ordering::Relaxed),
         wall: started.elapsed(),
         provider,
         detector,
         latency: summary.latency,
     };
     Ok((summary, models))
+}
+
+/// The stage threads of one source: face, expression encoder, audio and fusion, joined by
+/// bounded channels, fed by a capture's outputs and producing records.
+pub struct Stages {
+    provider: Provider,
+    face: thread::JoinHandle<Result<FaceStage, FaceError>>,
+    encode: thread::JoinHandle<Result<ExpressionEncoder, EncodeError>>,
+    audio: thread::JoinHandle<Result<AudioStage, EncodeError>>,
+    fusion: thread::JoinHandle<()>,
+}
+
+impl Stages {
+    /// Starts the stage threads on `inputs`; records of `source_name` come out of the
+    /// returned channel, which closes once the inputs have closed and everything drained.
+    pub fn spawn(
+        models: Models,
+        inputs: CaptureOutputs,
+        fusion: FusionConfig,
+        source_name: &str,
+        stream_name: Option<String>,
+    ) -> Result<(Self, Receiver<Record>), PipelineError> {
+        let (records_tx, records_rx) = crossbeam_channel::bounded::<Record>(STAGE_QUEUE);
+        let stages =
+            Self::spawn_into(models, inputs, fusion, source_name, stream_name, records_tx)?;
+        Ok((stages, records_rx))
+    }
+
+    /// [`Stages::spawn`] sending records into `records_tx` (shared by several streams).
+    pub fn spawn_into(
+        models: Models,
+        inputs: CaptureOutputs,
+        fusion: FusionConfig,
+        source_name: &str,
+        stream_name: Option<String>,
+        records_tx: Sender<Record>,
+    ) -> Result<Self, PipelineError> {
+        let (crops_tx, crops_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+        let (faces_tx, faces_rx) = crossbeam_channel::bounded(STAGE_QUEUE);
+        let (voice_tx, voice_rx) = crossbeam_channel::bounded(VOICE_QUEUE);
+        let spawn = |name: &str| thread::Builder::new().name(format!("affectstream-{name}"));
+        let Models {
+            provider,
+            face,
+            expression,
+            audio,
+        } = models;
+        let video_rx = inputs.video;
+        let face = spawn("face")
+            .spawn(move || face.run(video_rx, crops_tx))
+            .map_err(|_| PipelineError::StageCrashed("face"))?;
+        let encode = spawn("encode")
+            .spawn(move || expression.run(crops_rx, faces_tx))
+            .map_err(|_| PipelineError::StageCrashed("encode"))?;
+        let audio_rx = inputs.audio;
+        let audio = spawn("audio")
+            .spawn(move || audio.run(audio_rx, voice_tx))
+            .map_err(|_| PipelineError::StageCrashed("audio"))?;
+        let fusion_stage =
+            Fusion::new(fusion, source_name.to_owned(), provider.name()).with_stream(stream_name);
+        let layout_rx = inputs.layout;
+        let fusion = spawn("fusion")
+            .spawn(move || fusion_stage.run(faces_rx, voice_rx, layout_rx, records_tx))
+            .map_err(|_| PipelineError::StageCrashed("fusion"))?;
+        Ok(Self {
+            provider,
+            face,
+            encode,
+            audio,
+            fusion,
+        })
+    }
+
+    /// True once any stage thread has ended (normally only after its input closed; earlier
+    /// means it failed).
+    pub fn any_finished(&self) -> bool {
+        self.face.is_finished()
+            || self.encode.is_finished()
+            || self.audio.is_finished()
+            || self.fusion.is_finished()
+    }
+
+    /// Waits for every stage to end and hands the models back, or the first stage error.
+    pub fn join(self) -> Result<Models, PipelineError> {
+        let face = join(self.face, "face")?;
+        let expression = join(self.encode, "encode")?;
+        let audio = join(self.audio, "audio")?;
+        join(self.fusion, "fusion")?;
+        Ok(Models {
+            provider: self.provider,
+            face: face?,
+            expression: expression?,
+            audio: audio?,
+        })
+    }
 }
 
 fn progress_bar(duration: Option<Duration>) -> Option<indicatif::ProgressBar> {

@@ -8,6 +8,9 @@ use serde::Serialize;
 pub struct Record {
     /// Source name as given on the command line.
     pub source: String,
+    /// Name of the stream (runs of several streams or a streams config); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Frame number in decode order; null for audio-only records.
     pub frame: Option<u64>,
     /// Stream time in seconds (frame timestamp, or end of the voice chunk).
@@ -122,4 +125,28 @@ pub struct Fused {
     pub gates_arousal: [f32; 2],
     /// Reliability of the face and of the voice at this time, [0, 1].
     pub reliability: [f32; 2],
+}
+
+/// A change of a stream's state (runs of live streams): written to the JSONL and WebSocket
+/// sinks between the records, recognisable by its `state` field.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusRecord {
+    /// Name of the stream.
+    pub stream: String,
+    /// The source (credentials redacted).
+    pub source: String,
+    /// The state entered: connecting, live, reconnecting, failed or ended.
+    pub state: crate::streams::StreamState,
+    /// Why (for reconnecting and failed: the error; for live after a reconnect: how long
+    /// the outage lasted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Times the stream has come back after being lost.
+    pub reconnects: u64,
+    /// Video frames decoded so far.
+    pub frames: u64,
+    /// Video frames dropped so far because a stage was behind.
+    pub dropped_frames: u64,
+    /// Wall-clock time of the change, milliseconds since the Unix epoch.
+    pub wall_ms: u64,
 }

@@ -319,7 +319,10 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let mut run = opts.run.clone();
     run.out = JsonlTarget::Discard;
     run.progress = false;
-    run.capture = CaptureOptions { paced: opts.paced };
+    run.capture = CaptureOptions {
+        paced: opts.paced,
+        ..CaptureOptions::default()
+    };
     // Load every stream's models before any starts, so start-up is not measured.
     let mut loaded = Vec::with_capacity(opts.streams.max(1));
     for _ in 0..opts.streams.max(1) {

@@ -14,13 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use crate::metrics::Stamps;
+
+mod redact;
+pub use redact::redact_url;
 
 const VIDEO_BRANCH: &str = include_str!("../../pipelines/video-branch.txt");
 const AUDIO_BRANCH: &str = include_str!("../../pipelines/audio-branch.txt");
@@ -45,14 +48,27 @@ pub enum CaptureError {
 }
 
 /// Where media comes from: a file path or any URI `uridecodebin` takes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Source {
-    /// What the user typed (used in messages and records).
+    /// What the user typed with any password replaced by `***` (used in messages, logs and
+    /// records: credentials never leave this struct).
     pub name: String,
-    /// The URI handed to GStreamer.
+    /// The URI handed to GStreamer (may hold credentials: never print it).
     pub uri: String,
     /// The local file, when the source is one.
     pub path: Option<PathBuf>,
+    /// Secrets found in the URI (the password, raw and percent-decoded), scrubbed from any
+    /// text that leaves the capture.
+    secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Source {
@@ -62,13 +78,15 @@ impl Source {
             let path = text
                 .strip_prefix("file://")
                 .map(|p| PathBuf::from(p.to_owned()));
+            let redacted = redact::redact_url(text);
             if let Some(p) = &path {
-                check_file(text, p)?;
+                check_file(&redacted.text, p)?;
             }
             return Ok(Self {
-                name: text.to_owned(),
+                name: redacted.text,
                 uri: text.to_owned(),
                 path,
+                secrets: redacted.secrets,
             });
         }
         let path = PathBuf::from(text);
@@ -87,7 +105,14 @@ impl Source {
             name: text.to_owned(),
             uri,
             path: Some(absolute),
+            secrets: Vec::new(),
         })
+    }
+
+    /// `text` with every secret of this source's URI replaced by `***`: apply to anything
+    /// that came from GStreamer before it reaches a log, a record or an error.
+    pub fn scrub(&self, text: &str) -> String {
+        redact::scrub(text, &self.secrets)
     }
 
     /// True for sources whose frames arrive in real time (network streams, devices).
@@ -192,11 +217,169 @@ pub struct CaptureOutputs {
 }
 
 /// How a capture delivers its source.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CaptureOptions {
     /// Release frames at their timestamps (1x real time), like a camera, instead of as fast
     /// as they decode.
     pub paced: bool,
+    /// A live source: when a stage is behind, the oldest decoded frame (or audio block) in
+    /// the queue is dropped and counted instead of blocking the streaming thread. Offline
+    /// sources block instead, so every frame is processed.
+    pub live: bool,
+    /// Added to every timestamp, so a stream that reconnects continues its timeline instead
+    /// of starting again at zero.
+    pub pts_offset: Duration,
+    /// Settings for `rtspsrc` when the source is an RTSP URL.
+    pub rtsp: RtspSettings,
+}
+
+/// Lower transports `rtspsrc` may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RtspTransport {
+    /// Interleaved in the RTSP TCP connection: works through NAT and firewalls; the default.
+    #[default]
+    Tcp,
+    /// RTP over UDP unicast: lowest latency on a clean LAN, loses packets otherwise.
+    Udp,
+    /// UDP first, TCP when UDP gets nothing.
+    UdpTcp,
+}
+
+impl RtspTransport {
+    /// The value of rtspsrc's `protocols` flags property.
+    fn flags(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::UdpTcp => "udp+tcp",
+        }
+    }
+}
+
+/// `rtspsrc` settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RtspSettings {
+    /// Lower transport.
+    pub transport: RtspTransport,
+    /// Jitter buffer size: the latency rtspsrc adds to absorb network jitter.
+    pub latency: Duration,
+}
+
+impl Default for RtspSettings {
+    fn default() -> Self {
+        Self {
+            transport: RtspTransport::Tcp,
+            latency: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Counters a capture updates from its streaming threads (shared across the reconnects of
+/// one stream).
+#[derive(Debug)]
+pub struct CaptureCounters {
+    /// Video frames decoded.
+    pub frames: AtomicU64,
+    /// Video frames dropped because the face stage was behind (live sources only).
+    pub dropped_frames: AtomicU64,
+    /// Audio blocks dropped because the audio stage was behind (live sources only).
+    pub dropped_audio: AtomicU64,
+    /// Milliseconds since `epoch` at which the last buffer (video or audio) arrived.
+    last_buffer_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for CaptureCounters {
+    fn default() -> Self {
+        Self {
+            frames: AtomicU64::new(0),
+            dropped_frames: AtomicU64::new(0),
+            dropped_audio: AtomicU64::new(0),
+            last_buffer_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl CaptureCounters {
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_buffer_ms.store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// When the last buffer arrived; None before the first one.
+    pub fn last_buffer(&self) -> Option<Instant> {
+        match self.last_buffer_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// The sending ends a capture delivers into. A stream that reconnects hands the same targets
+/// to each new capture, so the stages behind it keep running across reconnects.
+#[derive(Clone)]
+pub struct CaptureTargets {
+    video: Sender<VideoFrame>,
+    video_oldest: Receiver<VideoFrame>,
+    audio: Sender<AudioBlock>,
+    audio_oldest: Receiver<AudioBlock>,
+    layout: Sender<Layout>,
+    /// Counters of everything delivered and dropped.
+    pub counters: Arc<CaptureCounters>,
+}
+
+impl CaptureTargets {
+    /// Bounded channels for a capture and the receiving ends for the stages.
+    pub fn channels() -> (Self, CaptureOutputs) {
+        let (video_tx, video_rx) = crossbeam_channel::bounded(VIDEO_QUEUE);
+        let (audio_tx, audio_rx) = crossbeam_channel::bounded(AUDIO_QUEUE);
+        let (layout_tx, layout_rx) = crossbeam_channel::bounded(1);
+        (
+            Self {
+                video: video_tx,
+                video_oldest: video_rx.clone(),
+                audio: audio_tx,
+                audio_oldest: audio_rx.clone(),
+                layout: layout_tx,
+                counters: Arc::default(),
+            },
+            CaptureOutputs {
+                video: video_rx,
+                audio: audio_rx,
+                layout: layout_rx,
+            },
+        )
+    }
+}
+
+/// Hands `item` to a stage. Offline: blocks until there is room (no frame lost). Live: when
+/// the queue is full, takes the oldest item out and counts it, so the newest always gets in
+/// and the streaming thread never waits.
+fn deliver<T>(
+    tx: &Sender<T>,
+    oldest: &Receiver<T>,
+    item: T,
+    live: bool,
+    dropped: &AtomicU64,
+) -> Result<(), gst::FlowError> {
+    if !live {
+        return tx.send(item).map_err(|_| gst::FlowError::Flushing);
+    }
+    let mut item = item;
+    loop {
+        match tx.try_send(item) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(back)) => {
+                if oldest.try_recv().is_ok() {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                item = back;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Flushing),
+        }
+    }
 }
 
 /// Ends a running capture from any thread: the appsinks refuse further buffers, the
@@ -217,8 +400,8 @@ impl StopHandle {
 pub struct Capture {
     pipeline: gst::Pipeline,
     source: Source,
-    /// Frames delivered so far.
-    pub frames: Arc<AtomicU64>,
+    /// Frames delivered and dropped so far.
+    pub counters: Arc<CaptureCounters>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -250,6 +433,18 @@ impl Capture {
         source: &Source,
         options: CaptureOptions,
     ) -> Result<(Self, CaptureOutputs), CaptureError> {
+        let (targets, outputs) = CaptureTargets::channels();
+        let capture = Self::start_into(source, options, &targets)?;
+        Ok((capture, outputs))
+    }
+
+    /// Starts a capture of `source` that delivers into `targets` (channels that may outlive
+    /// it: see [`CaptureTargets`]).
+    pub fn start_into(
+        source: &Source,
+        options: CaptureOptions,
+        targets: &CaptureTargets,
+    ) -> Result<Self, CaptureError> {
         init()?;
         let setup = |e: &dyn std::fmt::Display| CaptureError::Setup(e.to_string());
         let pipeline = gst::Pipeline::with_name("affectstream-capture");
@@ -258,18 +453,22 @@ impl Capture {
             .build()
             .map_err(|e| setup(&e))?;
         pipeline.add(&decode).map_err(|e| setup(&e))?;
+        let rtsp = options.rtsp;
+        decode.connect("source-setup", false, move |args| {
+            if let Some(element) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                configure_rtspsrc(&element, rtsp);
+            }
+            None
+        });
 
-        let (video_tx, video_rx) = crossbeam_channel::bounded(VIDEO_QUEUE);
-        let (audio_tx, audio_rx) = crossbeam_channel::bounded(AUDIO_QUEUE);
-        let (layout_tx, layout_rx) = crossbeam_channel::bounded(1);
-        let frames = Arc::new(AtomicU64::new(0));
+        let layout_tx = targets.layout.clone();
         let state = Arc::new(Mutex::new(LinkState::default()));
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         {
             let pipeline_weak = pipeline.downgrade();
             let state = state.clone();
-            let frames = frames.clone();
+            let targets = targets.clone();
             let stopping = stopping.clone();
             decode.connect_pad_added(move |_, pad| {
                 let Some(pipeline) = pipeline_weak.upgrade() else {
@@ -285,17 +484,12 @@ impl Capture {
                 let result = if kind.starts_with("video/") && !linked.video {
                     linked.video = true;
                     link_branch(&pipeline, pad, VIDEO_BRANCH, |bin| {
-                        let sink = VideoSink {
-                            tx: video_tx.clone(),
-                            frames: frames.clone(),
-                            stopping: stopping.clone(),
-                        };
-                        attach_video_sink(bin, sink, options.paced)
+                        attach_video_sink(bin, targets.clone(), stopping.clone(), options)
                     })
                 } else if kind.starts_with("audio/") && !linked.audio {
                     linked.audio = true;
                     link_branch(&pipeline, pad, AUDIO_BRANCH, |bin| {
-                        attach_audio_sinks(bin, audio_tx.clone(), stopping.clone(), options.paced)
+                        attach_audio_sinks(bin, targets.clone(), stopping.clone(), options)
                     })
                 } else {
                     Ok(())
@@ -321,25 +515,20 @@ impl Capture {
 
         let refused = |pipeline: &gst::Pipeline| CaptureError::Open {
             source_name: source.name.clone(),
-            message: first_bus_error(pipeline)
-                .unwrap_or_else(|| "the pipeline refused to start".into()),
+            message: source.scrub(
+                &first_bus_error(pipeline)
+                    .unwrap_or_else(|| "the pipeline refused to start".into()),
+            ),
         };
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|_| refused(&pipeline))?;
-        Ok((
-            Self {
-                pipeline,
-                source: source.clone(),
-                frames,
-                stopping,
-            },
-            CaptureOutputs {
-                video: video_rx,
-                audio: audio_rx,
-                layout: layout_rx,
-            },
-        ))
+        Ok(Self {
+            pipeline,
+            source: source.clone(),
+            counters: targets.counters.clone(),
+            stopping,
+        })
     }
 
     /// A handle that ends this capture from another thread.
@@ -378,27 +567,69 @@ impl Capture {
     }
 
     fn wait_inner(&self) -> Result<(), CaptureError> {
+        loop {
+            if let Some(outcome) = self.poll(None) {
+                return outcome;
+            }
+        }
+    }
+
+    /// Waits up to `timeout` (None: forever) for the source to end: Some(Ok) at end of
+    /// stream, Some(Err) on a decode or connection error (secrets scrubbed), None when it is
+    /// still running. The pipeline keeps running either way; drop the capture to stop it.
+    pub fn poll(&self, timeout: Option<Duration>) -> Option<Result<(), CaptureError>> {
+        use gst::MessageType;
         let Some(bus) = self.pipeline.bus() else {
-            return Err(CaptureError::Setup("pipeline has no bus".into()));
+            return Some(Err(CaptureError::Setup("pipeline has no bus".into())));
         };
-        for msg in bus.iter_timed(gst::ClockTime::NONE) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let wait = match deadline {
+                None => gst::ClockTime::NONE,
+                Some(d) => Some(gst::ClockTime::from_nseconds(
+                    d.saturating_duration_since(Instant::now()).as_nanos() as u64,
+                )),
+            };
+            let msg = bus.timed_pop_filtered(
+                wait,
+                &[MessageType::Eos, MessageType::Error, MessageType::Warning],
+            )?;
             use gst::MessageView;
             match msg.view() {
-                MessageView::Eos(..) => return Ok(()),
+                MessageView::Eos(..) => return Some(Ok(())),
                 MessageView::Error(err) => {
-                    tracing::debug!(debug = ?err.debug(), "GStreamer error");
-                    return Err(CaptureError::Decode {
-                        source_name: self.source.name.clone(),
-                        message: describe_error(&err.error(), err.debug().as_deref()),
-                    });
+                    tracing::debug!(
+                        debug = ?err.debug().map(|d| self.source.scrub(&d)),
+                        "GStreamer error"
+                    );
+                    let source_name = self.source.name.clone();
+                    let message = self
+                        .source
+                        .scrub(&describe_error(&err.error(), err.debug().as_deref()));
+                    // Connection problems (refused, unauthorized, unreachable) are about
+                    // opening the source, not decoding it.
+                    return Some(Err(if err.error().is::<gst::ResourceError>() {
+                        CaptureError::Open {
+                            source_name,
+                            message,
+                        }
+                    } else {
+                        CaptureError::Decode {
+                            source_name,
+                            message,
+                        }
+                    }));
                 }
                 MessageView::Warning(w) => {
-                    tracing::warn!(source = %self.source.name, "GStreamer: {}", w.error());
+                    let text = self.source.scrub(&w.error().to_string());
+                    tracing::warn!(source = %self.source.name, "GStreamer: {text}");
                 }
                 _ => {}
             }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
         }
-        Ok(())
     }
 }
 
@@ -515,21 +746,33 @@ fn running_time(sample: &gst::Sample, pts: Option<gst::ClockTime>) -> Option<Dur
     Some(Duration::from_nanos(running.nseconds()))
 }
 
-/// Where the video appsink delivers.
-struct VideoSink {
-    tx: Sender<VideoFrame>,
-    frames: Arc<AtomicU64>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+/// Sets the user's transport and latency on an `rtspsrc` (other sources are left alone).
+fn configure_rtspsrc(element: &gst::Element, rtsp: RtspSettings) {
+    let is_rtsp = element
+        .factory()
+        .is_some_and(|f| f.name().as_str() == "rtspsrc");
+    if !is_rtsp {
+        return;
+    }
+    element.set_property_from_str("protocols", rtsp.transport.flags());
+    element.set_property(
+        "latency",
+        rtsp.latency.as_millis().min(u32::MAX as u128) as u32,
+    );
+    // Late packets are dropped rather than queued: live means bounded.
+    element.set_property("drop-on-latency", true);
+    // A dead TCP connection is noticed within seconds, not the default 20 s.
+    element.set_property("tcp-timeout", 5_000_000u64);
 }
 
-fn attach_video_sink(bin: &gst::Bin, target: VideoSink, paced: bool) -> Result<(), String> {
-    let VideoSink {
-        tx,
-        frames,
-        stopping,
-    } = target;
+fn attach_video_sink(
+    bin: &gst::Bin,
+    targets: CaptureTargets,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    options: CaptureOptions,
+) -> Result<(), String> {
     let sink = appsink(bin, "sink")?;
-    sink.set_property("sync", paced);
+    sink.set_property("sync", options.paced);
     let info: Mutex<Option<gst_video::VideoInfo>> = Mutex::new(None);
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
@@ -553,15 +796,23 @@ fn attach_video_sink(bin: &gst::Bin, target: VideoSink, paced: bool) -> Result<(
                 drop(info_slot);
                 let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
                 let pts = running_time(&sample, buffer.pts());
+                let counters = &targets.counters;
+                counters.touch();
+                let index = counters.frames.fetch_add(1, Ordering::Relaxed);
                 let mut frame =
-                    to_video_frame(buffer, &info, frames.fetch_add(1, Ordering::Relaxed))
-                        .ok_or(gst::FlowError::Error)?;
+                    to_video_frame(buffer, &info, index).ok_or(gst::FlowError::Error)?;
                 if let Some(pts) = pts {
                     frame.pts = pts;
                 }
+                frame.pts += options.pts_offset;
                 frame.stamps = Stamps::new(decoded);
-                // Offline: block until the face stage takes it (backpressure, no frame lost).
-                tx.send(frame).map_err(|_| gst::FlowError::Flushing)?;
+                deliver(
+                    &targets.video,
+                    &targets.video_oldest,
+                    frame,
+                    options.live,
+                    &counters.dropped_frames,
+                )?;
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),
@@ -612,14 +863,14 @@ fn to_video_frame(
 
 fn attach_audio_sinks(
     bin: &gst::Bin,
-    tx: Sender<AudioBlock>,
+    targets: CaptureTargets,
     stopping: Arc<std::sync::atomic::AtomicBool>,
-    paced: bool,
+    options: CaptureOptions,
 ) -> Result<(), String> {
     for (name, rate) in [("sink16k", 16_000u32), ("sink44k", 44_100u32)] {
         let sink = appsink(bin, name)?;
-        sink.set_property("sync", paced);
-        let tx = tx.clone();
+        sink.set_property("sync", options.paced);
+        let targets = targets.clone();
         let stopping = stopping.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -629,14 +880,20 @@ fn attach_audio_sinks(
                         return Err(gst::FlowError::Eos);
                     }
                     let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
-                    let pts = running_time(&sample, buffer.pts());
+                    let pts = running_time(&sample, buffer.pts()).map(|p| p + options.pts_offset);
+                    targets.counters.touch();
                     let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
                     let samples: Vec<f32> = map
                         .chunks_exact(4)
                         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                         .collect();
-                    tx.send(AudioBlock { rate, pts, samples })
-                        .map_err(|_| gst::FlowError::Flushing)?;
+                    deliver(
+                        &targets.audio,
+                        &targets.audio_oldest,
+                        AudioBlock { rate, pts, samples },
+                        options.live,
+                        &targets.counters.dropped_audio,
+                    )?;
                     Ok(gst::FlowSuccess::Ok)
                 })
                 .build(),

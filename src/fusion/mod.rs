@@ -70,6 +70,7 @@ fn fused_record(out: &FusedOutput, reliability: [f32; 2]) -> Option<Fused> {
 pub struct Fusion {
     config: FusionConfig,
     source: String,
+    stream: Option<String>,
     device: &'static str,
     pending: VecDeque<FaceFrame>,
     voice_queue: VecDeque<VoiceEstimate>,
@@ -96,6 +97,7 @@ impl Fusion {
         Self {
             config,
             source,
+            stream: None,
             device,
             pending: VecDeque::new(),
             voice_queue: VecDeque::new(),
@@ -149,6 +151,12 @@ impl Fusion {
         while self.voice_queue.len() > 4096 {
             self.voice_now = self.voice_queue.pop_front();
         }
+    }
+
+    /// Names the stream every record of this fusion carries (multi-stream runs).
+    pub fn with_stream(mut self, name: Option<String>) -> Self {
+        self.stream = name;
+        self
     }
 
     /// The source's stream layout became known.
@@ -344,6 +352,7 @@ impl Fusion {
         let ready = Instant::now();
         Record {
             source: self.source.clone(),
+            stream: self.stream.clone(),
             frame: Some(frame.meta.index),
             t: frame.meta.pts.as_secs_f64(),
             latency_ms: Some(ms(ready.saturating_duration_since(stamps.decoded))),
@@ -377,6 +386,7 @@ impl Fusion {
             .unwrap_or_default();
         Record {
             source: self.source.clone(),
+            stream: self.stream.clone(),
             frame: None,
             t: v.t_end.as_secs_f64(),
             latency_ms: None,

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod prometheus;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

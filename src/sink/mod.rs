@@ -1,5 +1,11 @@
 //! Sinks: where records go. This module writes JSON Lines to a file or stdout and keeps the
 //! run's latency statistics; every record is written, in order, then flushed at the end.
+//! Multi-stream runs go through [`hub`], which adds CSV ([`csv`]) and the live WebSocket and
+//! Prometheus endpoint ([`server`]).
+
+pub mod csv;
+pub mod hub;
+pub mod server;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -23,6 +29,8 @@ pub enum SinkError {
         target: String,
         source: std::io::Error,
     },
+    #[error("live endpoint: {0}")]
+    Serve(String),
 }
 
 /// Where JSONL goes.
