@@ -107,11 +107,14 @@ fn main() -> anyhow::Result<()> {
         .attach(None)
         .with_context(|| format!("cannot listen on {}:{}", args.address, args.port))?;
     let port = server.bound_port();
-    for path in paths {
-        println!("ready rtsp://{}:{port}{path}", args.address);
-    }
     use std::io::Write;
-    std::io::stdout().flush().ok();
+    let mut stdout = std::io::stdout().lock();
+    for path in paths {
+        // Nobody reading is no reason to stop serving.
+        writeln!(stdout, "ready rtsp://{}:{port}{path}", args.address).ok();
+    }
+    stdout.flush().ok();
+    drop(stdout);
     main_loop.run();
     Ok(())
 }

@@ -223,8 +223,9 @@ pub struct CaptureOptions {
     /// as they decode.
     pub paced: bool,
     /// A live source: when a stage is behind, the oldest decoded frame (or audio block) in
-    /// the queue is dropped and counted instead of blocking the streaming thread. Offline
-    /// sources block instead, so every frame is processed.
+    /// the queue is dropped and counted instead of blocking the streaming thread (the
+    /// channels must come from `CaptureTargets::channels(true)`). Offline sources block
+    /// instead, so every frame is processed.
     pub live: bool,
     /// Added to every timestamp, so a stream that reconnects continues its timeline instead
     /// of starting again at zero.
@@ -322,26 +323,30 @@ impl CaptureCounters {
 #[derive(Clone)]
 pub struct CaptureTargets {
     video: Sender<VideoFrame>,
-    video_oldest: Receiver<VideoFrame>,
+    /// Live only: the receiving end the capture drops the oldest frame from. Offline
+    /// captures hold no receiver, so a stage that dies closes its channel and the capture
+    /// stops instead of blocking forever.
+    video_oldest: Option<Receiver<VideoFrame>>,
     audio: Sender<AudioBlock>,
-    audio_oldest: Receiver<AudioBlock>,
+    audio_oldest: Option<Receiver<AudioBlock>>,
     layout: Sender<Layout>,
     /// Counters of everything delivered and dropped.
     pub counters: Arc<CaptureCounters>,
 }
 
 impl CaptureTargets {
-    /// Bounded channels for a capture and the receiving ends for the stages.
-    pub fn channels() -> (Self, CaptureOutputs) {
+    /// Bounded channels for a capture and the receiving ends for the stages; `live` makes
+    /// a full channel drop its oldest item instead of blocking.
+    pub fn channels(live: bool) -> (Self, CaptureOutputs) {
         let (video_tx, video_rx) = crossbeam_channel::bounded(VIDEO_QUEUE);
         let (audio_tx, audio_rx) = crossbeam_channel::bounded(AUDIO_QUEUE);
         let (layout_tx, layout_rx) = crossbeam_channel::bounded(1);
         (
             Self {
                 video: video_tx,
-                video_oldest: video_rx.clone(),
+                video_oldest: live.then(|| video_rx.clone()),
                 audio: audio_tx,
-                audio_oldest: audio_rx.clone(),
+                audio_oldest: live.then(|| audio_rx.clone()),
                 layout: layout_tx,
                 counters: Arc::default(),
             },
@@ -359,14 +364,13 @@ impl CaptureTargets {
 /// and the streaming thread never waits.
 fn deliver<T>(
     tx: &Sender<T>,
-    oldest: &Receiver<T>,
+    oldest: Option<&Receiver<T>>,
     item: T,
-    live: bool,
     dropped: &AtomicU64,
 ) -> Result<(), gst::FlowError> {
-    if !live {
+    let Some(oldest) = oldest else {
         return tx.send(item).map_err(|_| gst::FlowError::Flushing);
-    }
+    };
     let mut item = item;
     loop {
         match tx.try_send(item) {
@@ -403,6 +407,17 @@ pub struct Capture {
     /// Frames delivered and dropped so far.
     pub counters: Arc<CaptureCounters>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    slot: TargetSlot,
+    live: bool,
+}
+
+/// The targets as the streaming threads see them: emptied when the capture is dropped, so a
+/// pipeline that is slow to shut down no longer holds the stages' channels open.
+type TargetSlot = Arc<Mutex<Option<CaptureTargets>>>;
+
+/// The targets, unless the capture has been detached from them.
+fn current_targets(slot: &TargetSlot) -> Option<CaptureTargets> {
+    slot.lock().ok().and_then(|targets| targets.clone())
 }
 
 #[derive(Default)]
@@ -433,7 +448,7 @@ impl Capture {
         source: &Source,
         options: CaptureOptions,
     ) -> Result<(Self, CaptureOutputs), CaptureError> {
-        let (targets, outputs) = CaptureTargets::channels();
+        let (targets, outputs) = CaptureTargets::channels(options.live);
         let capture = Self::start_into(source, options, &targets)?;
         Ok((capture, outputs))
     }
@@ -462,13 +477,14 @@ impl Capture {
         });
 
         let layout_tx = targets.layout.clone();
+        let slot: TargetSlot = Arc::new(Mutex::new(Some(targets.clone())));
         let state = Arc::new(Mutex::new(LinkState::default()));
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
         {
             let pipeline_weak = pipeline.downgrade();
             let state = state.clone();
-            let targets = targets.clone();
+            let slot = slot.clone();
             let stopping = stopping.clone();
             decode.connect_pad_added(move |_, pad| {
                 let Some(pipeline) = pipeline_weak.upgrade() else {
@@ -484,12 +500,12 @@ impl Capture {
                 let result = if kind.starts_with("video/") && !linked.video {
                     linked.video = true;
                     link_branch(&pipeline, pad, VIDEO_BRANCH, |bin| {
-                        attach_video_sink(bin, targets.clone(), stopping.clone(), options)
+                        attach_video_sink(bin, slot.clone(), stopping.clone(), options)
                     })
                 } else if kind.starts_with("audio/") && !linked.audio {
                     linked.audio = true;
                     link_branch(&pipeline, pad, AUDIO_BRANCH, |bin| {
-                        attach_audio_sinks(bin, targets.clone(), stopping.clone(), options)
+                        attach_audio_sinks(bin, slot.clone(), stopping.clone(), options)
                     })
                 } else {
                     Ok(())
@@ -528,6 +544,8 @@ impl Capture {
             source: source.clone(),
             counters: targets.counters.clone(),
             stopping,
+            slot,
+            live: options.live,
         })
     }
 
@@ -635,7 +653,30 @@ impl Capture {
 
 impl Drop for Capture {
     fn drop(&mut self) {
-        self.pipeline.set_state(gst::State::Null).ok();
+        // Detach first: whatever the pipeline does from now on reaches no stage.
+        if let Ok(mut targets) = self.slot.lock() {
+            targets.take();
+        }
+        if !self.live {
+            self.pipeline.set_state(gst::State::Null).ok();
+            return;
+        }
+        // rtspsrc can take seconds (or, after a lost connection, deadlock inside GStreamer
+        // 1.22) to reach NULL; a live stream's supervisor must not wait for it.
+        let pipeline = self.pipeline.clone();
+        let source = self.source.name.clone();
+        let spawned = std::thread::Builder::new()
+            .name("affectstream-teardown".into())
+            .spawn(move || {
+                let started = Instant::now();
+                pipeline.set_state(gst::State::Null).ok();
+                if started.elapsed() > Duration::from_secs(2) {
+                    tracing::debug!(source = %source, "pipeline took {:?} to stop", started.elapsed());
+                }
+            });
+        if spawned.is_err() {
+            self.pipeline.set_state(gst::State::Null).ok();
+        }
     }
 }
 
@@ -767,7 +808,7 @@ fn configure_rtspsrc(element: &gst::Element, rtsp: RtspSettings) {
 
 fn attach_video_sink(
     bin: &gst::Bin,
-    targets: CaptureTargets,
+    slot: TargetSlot,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     options: CaptureOptions,
 ) -> Result<(), String> {
@@ -794,6 +835,9 @@ fn attach_video_sink(
                     return Err(gst::FlowError::NotNegotiated);
                 };
                 drop(info_slot);
+                let Some(targets) = current_targets(&slot) else {
+                    return Err(gst::FlowError::Eos);
+                };
                 let buffer = sample.buffer_owned().ok_or(gst::FlowError::Error)?;
                 let pts = running_time(&sample, buffer.pts());
                 let counters = &targets.counters;
@@ -808,9 +852,8 @@ fn attach_video_sink(
                 frame.stamps = Stamps::new(decoded);
                 deliver(
                     &targets.video,
-                    &targets.video_oldest,
+                    targets.video_oldest.as_ref(),
                     frame,
-                    options.live,
                     &counters.dropped_frames,
                 )?;
                 Ok(gst::FlowSuccess::Ok)
@@ -863,14 +906,14 @@ fn to_video_frame(
 
 fn attach_audio_sinks(
     bin: &gst::Bin,
-    targets: CaptureTargets,
+    slot: TargetSlot,
     stopping: Arc<std::sync::atomic::AtomicBool>,
     options: CaptureOptions,
 ) -> Result<(), String> {
     for (name, rate) in [("sink16k", 16_000u32), ("sink44k", 44_100u32)] {
         let sink = appsink(bin, name)?;
         sink.set_property("sync", options.paced);
-        let targets = targets.clone();
+        let slot = slot.clone();
         let stopping = stopping.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -879,6 +922,9 @@ fn attach_audio_sinks(
                     if stopping.load(Ordering::Relaxed) {
                         return Err(gst::FlowError::Eos);
                     }
+                    let Some(targets) = current_targets(&slot) else {
+                        return Err(gst::FlowError::Eos);
+                    };
                     let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
                     let pts = running_time(&sample, buffer.pts()).map(|p| p + options.pts_offset);
                     targets.counters.touch();
@@ -889,9 +935,8 @@ fn attach_audio_sinks(
                         .collect();
                     deliver(
                         &targets.audio,
-                        &targets.audio_oldest,
+                        targets.audio_oldest.as_ref(),
                         AudioBlock { rate, pts, samples },
-                        options.live,
                         &targets.counters.dropped_audio,
                     )?;
                     Ok(gst::FlowSuccess::Ok)

@@ -352,6 +352,23 @@ fn push_records(stream: TcpStream, clients: &Clients) -> Result<(), String> {
     let mut result = Ok(());
     for message in rx.iter() {
         if let Err(e) = socket.send(tungstenite::Message::text(message.as_ref())) {
+            // A write that timed out means the client stopped reading: slow, dropped.
+            if let tungstenite::Error::Io(io) = &e
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            {
+                tracing::warn!(
+                    client = id,
+                    "WebSocket client stopped reading; disconnected"
+                );
+                clients
+                    .registry
+                    .websocket
+                    .dropped_slow
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             result = Err(e.to_string());
             break;
         }

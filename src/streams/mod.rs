@@ -201,7 +201,7 @@ pub fn run_streams(
     let mut supervisors = Vec::new();
     let mut metrics_list = Vec::new();
     for (index, (spec, source, models)) in prepared.into_iter().enumerate() {
-        let (targets, outputs) = CaptureTargets::channels();
+        let (targets, outputs) = CaptureTargets::channels(source.is_live());
         let metrics = Arc::new(StreamMetrics::new(
             spec.name.clone(),
             targets.counters.clone(),
