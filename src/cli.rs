@@ -307,7 +307,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    fusion.params = config.fusion.clone();
+    fusion.params = config.fusion;
     let opts = RunOptions {
         fusion,
         out: args

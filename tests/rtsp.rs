@@ -96,20 +96,18 @@ impl Drop for RtspServer {
     }
 }
 
+/// Output lines with the instants they arrived, filled by a reader thread.
+type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
+
 /// A running `affectstream run`, its output lines collected with their arrival times.
 struct LiveRun {
     child: Child,
-    stdout: Arc<Mutex<Vec<(Instant, String)>>>,
-    stderr: Arc<Mutex<Vec<(Instant, String)>>>,
+    stdout: Lines,
+    stderr: Lines,
     readers: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn collect(
-    pipe: impl Read + Send + 'static,
-) -> (
-    Arc<Mutex<Vec<(Instant, String)>>>,
-    std::thread::JoinHandle<()>,
-) {
+fn collect(pipe: impl Read + Send + 'static) -> (Lines, std::thread::JoinHandle<()>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     let reader = std::thread::spawn(move || {

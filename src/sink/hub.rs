@@ -25,8 +25,8 @@ pub const CONSUMER_QUEUE: usize = 1024;
 
 /// What the hub distributes.
 pub enum Output {
-    /// A record of one stream.
-    Record(Record),
+    /// A record of one stream (boxed: a record is several times larger than a status).
+    Record(Box<Record>),
     /// A stream changed state.
     Status(StatusRecord),
 }
@@ -191,7 +191,7 @@ fn merge(
             let s = if open_s { &statuses } else { &never_s };
             crossbeam_channel::select! {
                 recv(r) -> msg => match msg {
-                    Ok(record) => return Some(Output::Record(record)),
+                    Ok(record) => return Some(Output::Record(Box::new(record))),
                     Err(_) => open_r = false,
                 },
                 recv(s) -> msg => match msg {

@@ -116,7 +116,7 @@ pub enum StreamsError {
     Stream {
         stream: String,
         #[source]
-        source: PipelineError,
+        source: Box<PipelineError>,
     },
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
@@ -174,7 +174,7 @@ pub fn run_streams(
     let started = Instant::now();
     let stream_error = |name: &str, e: PipelineError| StreamsError::Stream {
         stream: name.to_owned(),
-        source: e,
+        source: Box::new(e),
     };
     // Open every source and load every model first: a typo fails the run before it starts.
     let mut prepared = Vec::new();
