@@ -306,7 +306,10 @@ impl Supervisor {
         let why = reason.as_deref().unwrap_or("");
         match state {
             StreamState::Failed => tracing::error!(stream = %name, "failed: {why}"),
-            StreamState::Reconnecting => tracing::warn!(stream = %name, "reconnecting: {why}"),
+            // Retries of the first connection are as worth a warning as reconnects.
+            StreamState::Reconnecting | StreamState::Connecting if reason.is_some() => {
+                tracing::warn!(stream = %name, "{}: {why}", state.name())
+            }
             _ if previous != state => {
                 tracing::info!(stream = %name, "{}{}{why}", state.name(), if why.is_empty() { "" } else { ": " })
             }
