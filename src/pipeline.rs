@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::audio::vad::SileroVad;
-use crate::audio::{AudioConfig, AudioStage, ProsodyHeads};
+use crate::audio::{AudioConfig, AudioError, AudioStage, ProsodyHeads};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::{Capture, CaptureError, CaptureOptions, CaptureOutputs, Source};
@@ -44,6 +44,8 @@ pub enum PipelineError {
     Face(#[from] FaceError),
     #[error(transparent)]
     Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Audio(#[from] AudioError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
@@ -263,7 +265,7 @@ pub struct Stages {
     provider: Provider,
     face: thread::JoinHandle<Result<FaceStage, FaceError>>,
     encode: thread::JoinHandle<Result<ExpressionEncoder, EncodeError>>,
-    audio: thread::JoinHandle<Result<AudioStage, EncodeError>>,
+    audio: thread::JoinHandle<Result<AudioStage, AudioError>>,
     fusion: thread::JoinHandle<()>,
 }
 

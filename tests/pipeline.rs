@@ -215,3 +215,38 @@ fn without_yunet_files_the_haar_cascade_takes_over_with_a_warning() {
         .unwrap()["faces"][0];
     assert!(face["landmarks"].is_null(), "the cascade has no landmarks");
 }
+
+#[test]
+fn a_stage_error_names_the_frame_and_its_stream_time() {
+    use affectstream::capture::VideoFrame;
+    use affectstream::pipeline::{Models, RunOptions};
+    let options = RunOptions {
+        device: affectstream::encode::runtime::DeviceRequest::Cpu,
+        ..RunOptions::new("")
+    };
+    let models = Models::load(&options).expect("models (run scripts/setup.sh)");
+    let (frames_tx, frames_rx) = crossbeam_channel::bounded(1);
+    let (batches_tx, _batches_rx) = crossbeam_channel::bounded(1);
+    // 16x16 RGB needs 768 bytes; this frame has 10.
+    frames_tx
+        .send(VideoFrame::from_rgb(
+            3,
+            Duration::from_millis(120),
+            16,
+            16,
+            vec![0; 10],
+        ))
+        .unwrap();
+    drop(frames_tx);
+    let error = models
+        .face
+        .run(frames_rx, batches_tx)
+        .err()
+        .expect("a malformed frame is an error");
+    let text = error.to_string();
+    assert!(
+        text.starts_with("frame 3 at 0.120 s of stream time: "),
+        "{text}"
+    );
+    assert!(text.contains("expected 768"), "{text}");
+}

@@ -18,6 +18,24 @@ use prosody::{LinearHead, ProsodyExtractor};
 use speech_features::{SER_SAMPLE_RATE, SER_WINDOW_SAMPLES};
 use vad::{Chunker, SileroVad, VAD_CHUNK, VAD_RATE};
 
+/// Errors of the audio stage while it runs, with the stream time they happened at (model
+/// loading errors are the encoders' own, naming the file).
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("voice activity detection failed at {at_s:.3} s of stream time: {source}")]
+    Vad {
+        at_s: f64,
+        #[source]
+        source: EncodeError,
+    },
+    #[error("speech-emotion model failed on the window ending at {at_s:.3} s: {source}")]
+    Speech {
+        at_s: f64,
+        #[source]
+        source: EncodeError,
+    },
+}
+
 /// Audio stage settings.
 #[derive(Debug, Clone, Copy)]
 pub struct AudioConfig {
@@ -248,8 +266,13 @@ impl AudioStage {
         self.emotion_updated = false;
     }
 
+    /// Stream time in seconds of sample `n` at `rate` (counted from the first block).
+    fn stream_seconds(&self, n: u64, rate: u32) -> f64 {
+        self.start.unwrap_or_default().as_secs_f64() + n as f64 / f64::from(rate)
+    }
+
     /// Feeds one block; returns the estimates that became complete.
-    pub fn push(&mut self, block: &AudioBlock) -> Result<Vec<VoiceEstimate>, EncodeError> {
+    pub fn push(&mut self, block: &AudioBlock) -> Result<Vec<VoiceEstimate>, AudioError> {
         if self.start.is_none() {
             self.start = Some(block.pts.unwrap_or_default());
         }
@@ -265,7 +288,11 @@ impl AudioStage {
                 self.samples16 += block.samples.len() as u64;
                 self.chunker.push(&block.samples);
                 while let Some(chunk) = self.chunker.next_chunk() {
-                    let prob = self.vad.process(&chunk)?;
+                    let end16 = (self.chunks_done + 1) * VAD_CHUNK as u64;
+                    let prob = self.vad.process(&chunk).map_err(|source| AudioError::Vad {
+                        at_s: self.stream_seconds(end16, VAD_RATE),
+                        source,
+                    })?;
                     let energy = chunk.iter().map(|x| x * x).sum::<f32>() / VAD_CHUNK as f32;
                     if self.energy_history.len() == ENERGY_HISTORY {
                         self.energy_history.pop_front();
@@ -283,7 +310,7 @@ impl AudioStage {
 
     /// Emits waiting VAD results whose time the 44.1 kHz audio has reached (all of them when
     /// `ended`), running the speech-emotion windows that end before each.
-    fn release(&mut self, ended: bool) -> Result<Vec<VoiceEstimate>, EncodeError> {
+    fn release(&mut self, ended: bool) -> Result<Vec<VoiceEstimate>, AudioError> {
         let mut out = Vec::new();
         while let Some(&(end16, prob)) = self.waiting.front() {
             let end44 = end16 * u64::from(SER_SAMPLE_RATE) / u64::from(VAD_RATE);
@@ -333,7 +360,8 @@ impl AudioStage {
 
     /// Analyses the window ending at 44.1 kHz sample `end`: prosody on the 16 kHz audio of the
     /// same span, the CNN (when loaded) on the 44.1 kHz audio.
-    fn run_speech(&mut self, end: u64) -> Result<(), EncodeError> {
+    fn run_speech(&mut self, end: u64) -> Result<(), AudioError> {
+        let at_s = self.stream_seconds(end, SER_SAMPLE_RATE);
         let to44 = end.min(self.samples44);
         let from = end.saturating_sub(self.window44());
         let cnn = match self.speech.as_mut() {
@@ -345,7 +373,9 @@ impl AudioStage {
                     to44,
                     &mut self.window_buf,
                 );
-                let probs = speech.classify(&self.window_buf)?;
+                let probs = speech
+                    .classify(&self.window_buf)
+                    .map_err(|source| AudioError::Speech { at_s, source })?;
                 let va = speech.head().valence_arousal(&probs);
                 Some((probs, va))
             }
@@ -422,7 +452,7 @@ impl AudioStage {
 
     /// End of stream: emits what is waiting, and analyses the tail when more than half a hop
     /// of audio followed the last window.
-    pub fn finish(&mut self) -> Result<Vec<VoiceEstimate>, EncodeError> {
+    pub fn finish(&mut self) -> Result<Vec<VoiceEstimate>, AudioError> {
         let mut out = self.release(true)?;
         let hop44 = samples_at(SER_SAMPLE_RATE, self.config.hop).max(1);
         let last_end = self.next_hop44.saturating_sub(hop44);
@@ -440,7 +470,7 @@ impl AudioStage {
         mut self,
         rx: Receiver<AudioBlock>,
         tx: Sender<VoiceEstimate>,
-    ) -> Result<Self, EncodeError> {
+    ) -> Result<Self, AudioError> {
         for block in rx {
             for estimate in self.push(&block)? {
                 if tx.send(estimate).is_err() {

@@ -29,6 +29,13 @@ pub enum EncodeError {
         path: std::path::PathBuf,
         message: String,
     },
+    #[error("frame {index} at {t_s:.3} s of stream time: {source}")]
+    AtFrame {
+        index: u64,
+        t_s: f64,
+        #[source]
+        source: Box<EncodeError>,
+    },
 }
 
 /// A face with its expression estimate.
@@ -223,7 +230,12 @@ impl ExpressionEncoder {
         tx: Sender<FaceFrame>,
     ) -> Result<Self, EncodeError> {
         for batch in rx {
-            let frame = self.process(batch)?;
+            let (index, pts) = (batch.meta.index, batch.meta.pts);
+            let frame = self.process(batch).map_err(|e| EncodeError::AtFrame {
+                index,
+                t_s: pts.as_secs_f64(),
+                source: Box::new(e),
+            })?;
             if tx.send(frame).is_err() {
                 break;
             }

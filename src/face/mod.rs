@@ -35,6 +35,13 @@ pub enum FaceError {
     OpenCv(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
     WrongModel { path: PathBuf, message: String },
+    #[error("frame {index} at {t_s:.3} s of stream time: {source}")]
+    AtFrame {
+        index: u64,
+        t_s: f64,
+        #[source]
+        source: Box<FaceError>,
+    },
     #[error("frame {index} has {len} bytes, expected {expected} for {width}x{height} RGB")]
     BadFrame {
         index: u64,
@@ -263,7 +270,13 @@ impl FaceStage {
         tx: Sender<FaceBatch>,
     ) -> Result<Self, FaceError> {
         for frame in rx {
-            if tx.send(self.process(frame)?).is_err() {
+            let (index, pts) = (frame.index, frame.pts);
+            let batch = self.process(frame).map_err(|e| FaceError::AtFrame {
+                index,
+                t_s: pts.as_secs_f64(),
+                source: Box::new(e),
+            })?;
+            if tx.send(batch).is_err() {
                 break;
             }
         }
