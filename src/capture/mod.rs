@@ -22,6 +22,10 @@ use gstreamer_video as gst_video;
 
 use crate::metrics::Stamps;
 
+pub mod camera;
+pub mod microphone;
+pub mod resample;
+
 const VIDEO_BRANCH: &str = include_str!("../../pipelines/video-branch.txt");
 const AUDIO_BRANCH: &str = include_str!("../../pipelines/audio-branch.txt");
 

@@ -1,0 +1,107 @@
+//! A camera as a capture source: `v4l2src` (pipelines/camera.txt) decoded and linked to the
+//! same video branch and appsink as files, so frames are the same [`VideoFrame`]s with
+//! timestamps on the pipeline's running time. The camera has no audio: the microphone
+//! (see [`super::microphone`]) is stamped against [`Capture::stream_clock`] instead.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+
+use super::microphone::StreamClock;
+use super::{
+    Capture, CaptureError, Source, VIDEO_BRANCH, VIDEO_QUEUE, VideoFrame, VideoSink,
+    attach_video_sink, first_bus_error, init,
+};
+
+const CAMERA: &str = include_str!("../../pipelines/camera.txt");
+
+/// The device node of camera `index` (`/dev/video<index>`).
+pub fn camera_device(index: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/video{index}"))
+}
+
+impl Source {
+    /// The camera `/dev/video<index>` as a source.
+    pub fn camera(index: u32) -> Self {
+        let device = camera_device(index);
+        Self {
+            name: format!("camera {index} ({})", device.display()),
+            uri: format!("v4l2://{}", device.display()),
+            path: None,
+        }
+    }
+}
+
+impl Capture {
+    /// Starts camera `index` (video only). Returns the capture and its video channel.
+    pub fn start_camera(index: u32) -> Result<(Self, Receiver<VideoFrame>), CaptureError> {
+        init()?;
+        let source = Source::camera(index);
+        let device = camera_device(index);
+        if !device.exists() {
+            return Err(CaptureError::Open {
+                source_name: source.name,
+                message: format!(
+                    "no camera found ({} missing); choose a source with --source file.mp4",
+                    device.display()
+                ),
+            });
+        }
+        let description = format!(
+            "{} ! {}",
+            CAMERA
+                .trim()
+                .replace("{device}", &device.display().to_string()),
+            VIDEO_BRANCH.trim()
+        );
+        let setup = |e: &dyn std::fmt::Display| CaptureError::Setup(e.to_string());
+        let element = gst::parse::launch(&description).map_err(|e| setup(&e))?;
+        let pipeline = element
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| CaptureError::Setup("the camera description is not a pipeline".into()))?;
+        let (tx, rx) = crossbeam_channel::bounded(VIDEO_QUEUE);
+        let frames = Arc::new(AtomicU64::new(0));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let sink = VideoSink {
+            tx,
+            frames: frames.clone(),
+            stopping: stopping.clone(),
+        };
+        attach_video_sink(pipeline.upcast_ref::<gst::Bin>(), sink, false).map_err(|e| setup(&e))?;
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let message =
+                first_bus_error(&pipeline).unwrap_or_else(|| "the camera refused to start".into());
+            pipeline.set_state(gst::State::Null).ok();
+            return Err(CaptureError::Open {
+                source_name: source.name,
+                message,
+            });
+        }
+        Ok((
+            Self {
+                pipeline,
+                source,
+                frames,
+                stopping,
+            },
+            rx,
+        ))
+    }
+
+    /// The pipeline's running time now: the clock the video frames' timestamps are on.
+    pub fn stream_clock(&self) -> StreamClock {
+        let pipeline = self.pipeline.downgrade();
+        Arc::new(move || {
+            pipeline
+                .upgrade()
+                .and_then(|p| p.current_running_time())
+                .map(|t| Duration::from_nanos(t.nseconds()))
+                .unwrap_or_default()
+        })
+    }
+}
