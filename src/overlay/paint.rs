@@ -97,6 +97,7 @@ impl OverlayView {
                 SourceState::Starting => "starting: loading models and opening the source…",
                 SourceState::Reconnecting => "reconnecting to the source…",
                 SourceState::Failed(_) => "the source failed (see the status line)",
+                _ if state.record.is_some() => "audio-only source: no video",
                 _ => "no video",
             };
             painter.text(
@@ -121,14 +122,17 @@ impl OverlayView {
             painter.image(texture, rect, uv, Color32::WHITE);
         }
         if matches!(state.source_state, SourceState::Reconnecting) {
-            painter.rect_filled(rect, 0.0, Color32::from_black_alpha(150));
+            // The last picture, dimmed; its boxes are stale, so they go.
+            painter.rect_filled(rect, 0.0, Color32::from_black_alpha(170));
             painter.text(
                 rect.center(),
                 Align2::CENTER_CENTER,
-                "reconnecting…",
+                "reconnecting to the source…",
                 FontId::proportional(28.0),
                 VOICE,
             );
+            badges(&painter, area, state);
+            return;
         }
         let scale = rect.width() / frame.source_width.max(1) as f32;
         let to_screen = |x: f32, y: f32| rect.min + vec2(x * scale, y * scale);
@@ -188,22 +192,24 @@ fn badges(painter: &egui::Painter, area: Rect, state: &DisplayState) {
             StrokeKind::Inside,
         );
         painter.galley(rect.min + vec2(7.0, 3.0), galley, colour);
+        rect
     };
     if state.paused {
-        badge(
+        let _ = badge(
             area.left_top() + vec2(10.0, 10.0),
             Align2::LEFT_TOP,
-            "❚❚ PAUSED (display only)",
+            "PAUSED (display only; space resumes)",
             Color32::WHITE,
         );
     }
     if state.recording.is_some() {
-        badge(
+        let rect = badge(
             area.right_top() + vec2(-10.0, 10.0),
             Align2::RIGHT_TOP,
-            "● REC",
+            "     REC",
             CONFLICT,
         );
+        painter.circle_filled(rect.left_center() + vec2(13.0, 0.0), 5.0, CONFLICT);
     }
 }
 
@@ -219,9 +225,15 @@ fn points(points: impl IntoIterator<Item = [f32; 2]>) -> Vec<[f64; 2]> {
 pub fn circumplex(ui: &mut Ui, state: &DisplayState) {
     ui.horizontal(|ui| {
         ui.label(RichText::new("Circumplex").strong());
-        ui.label(RichText::new("● face").color(FACE));
-        ui.label(RichText::new("◆ voice").color(VOICE));
-        ui.label(RichText::new("■ fused").color(FUSED));
+        ui.add_space(8.0);
+        for (marker, colour, name) in [
+            (Marker::Circle, FACE, "face"),
+            (Marker::Diamond, VOICE, "voice"),
+            (Marker::Square, FUSED, "fused"),
+        ] {
+            marker_icon(ui, marker, colour);
+            ui.label(RichText::new(name).color(colour));
+        }
     });
     let side = ui.available_width().min(320.0);
     Plot::new("affectstream-circumplex")
@@ -523,47 +535,50 @@ pub fn timelines(ui: &mut Ui, state: &DisplayState) {
 /// Source state, rates, drops, latencies, provider, recording and the keys.
 pub fn status_line(ui: &mut Ui, state: &DisplayState) {
     let s = &state.stats;
-    let (dot, colour) = match &state.source_state {
-        SourceState::Starting => ("◌", VOICE),
-        SourceState::Live => ("●", FUSED),
-        SourceState::Reconnecting => ("◐", VOICE),
-        SourceState::Ended => ("■", MUTED),
-        SourceState::Failed(_) => ("✖", CONFLICT),
+    let colour = match &state.source_state {
+        SourceState::Starting | SourceState::Reconnecting => VOICE,
+        SourceState::Live => FUSED,
+        SourceState::Ended => MUTED,
+        SourceState::Failed(_) => CONFLICT,
     };
-    ui.add_space(2.0);
-    ui.horizontal_wrapped(|ui| {
+    let mono = |text: String| RichText::new(text).monospace();
+    ui.add_space(3.0);
+    ui.horizontal(|ui| {
+        marker_icon(ui, Marker::Circle, colour);
         ui.label(
-            RichText::new(format!(
-                "{dot} {}",
-                state.source_state.label().to_uppercase()
-            ))
-            .color(colour)
-            .strong(),
+            RichText::new(state.source_state.label().to_uppercase())
+                .color(colour)
+                .strong(),
         );
         ui.label(RichText::new(&state.source).color(MUTED));
         ui.separator();
-        ui.label(
-            RichText::new(format!(
-                "in {:.1} fps  out {:.1} fps  display {:.1} fps",
-                s.input_fps, s.output_fps, state.paint_fps
-            ))
-            .monospace(),
-        );
+        let provider = if s.provider.is_empty() {
+            "-"
+        } else {
+            &s.provider
+        };
+        ui.label(mono(format!("EP {provider}")));
         ui.separator();
-        ui.label(
-            RichText::new(format!(
-                "dropped {}  display-skipped {}",
-                s.dropped_frames, s.display_skipped
-            ))
-            .monospace(),
-        );
+        ui.label(mono(format!(
+            "in {:.1}  out {:.1}  shown {:.1} fps",
+            s.input_fps, s.output_fps, state.paint_fps
+        )));
         ui.separator();
+        ui.label(mono(format!(
+            "dropped {}  display-skipped {}",
+            s.dropped_frames, s.display_skipped
+        )));
+        if s.audio_dropped > 0 {
+            ui.separator();
+            ui.label(mono(format!("audio dropped {}", s.audio_dropped)).color(VOICE));
+        }
+    });
+    ui.horizontal(|ui| {
         ui.label(
-            RichText::new(format!(
-                "e2e p50 {:.1} ms  p99 {:.1} ms",
+            mono(format!(
+                "latency e2e p50 {:.1} ms  p99 {:.1} ms",
                 s.end_to_end.p50, s.end_to_end.p99
             ))
-            .monospace()
             .strong(),
         );
         ui.separator();
@@ -572,20 +587,13 @@ pub fn status_line(ui: &mut Ui, state: &DisplayState) {
             .iter()
             .map(|(name, f)| format!("{name} {:.1}/{:.1}", f.p50, f.p99))
             .collect();
-        ui.label(RichText::new(format!("{} ms", stages.join("  "))).monospace());
-        ui.separator();
-        let provider = if s.provider.is_empty() {
-            "—"
-        } else {
-            &s.provider
-        };
-        ui.label(RichText::new(format!("EP {provider}")).monospace());
+        ui.label(mono(format!("{} ms (p50/p99)", stages.join("  "))));
     });
-    ui.horizontal_wrapped(|ui| {
-        ui.label(RichText::new("space pause · r record · s screenshot · q quit").color(MUTED));
+    ui.horizontal(|ui| {
+        ui.label(RichText::new("space pause   r record   s screenshot   q quit").color(MUTED));
         if let Some(path) = &state.recording {
             ui.separator();
-            ui.label(RichText::new(format!("● recording to {path}")).color(CONFLICT));
+            ui.label(RichText::new(format!("recording to {path}")).color(CONFLICT));
         }
         if let SourceState::Failed(message) = &state.source_state {
             ui.separator();
@@ -595,12 +603,39 @@ pub fn status_line(ui: &mut Ui, state: &DisplayState) {
             ui.separator();
             ui.label(RichText::new(notice).color(FUSED));
         }
-        if s.audio_dropped > 0 {
-            ui.separator();
-            ui.label(RichText::new(format!("audio dropped {}", s.audio_dropped)).color(VOICE));
-        }
     });
-    ui.add_space(2.0);
+    ui.add_space(3.0);
+}
+
+/// Marker shapes used in legends (drawn, not glyphs: the bundled fonts lack them).
+#[derive(Clone, Copy)]
+enum Marker {
+    Circle,
+    Diamond,
+    Square,
+}
+
+fn marker_icon(ui: &mut Ui, marker: Marker, colour: Color32) {
+    let (rect, _) = ui.allocate_exact_size(vec2(12.0, 12.0), egui::Sense::hover());
+    let c = rect.center();
+    let painter = ui.painter();
+    match marker {
+        Marker::Circle => {
+            painter.circle_filled(c, 5.0, colour);
+        }
+        Marker::Square => {
+            painter.rect_filled(Rect::from_center_size(c, vec2(9.0, 9.0)), 1.0, colour);
+        }
+        Marker::Diamond => {
+            let points = vec![
+                c + vec2(0.0, -6.0),
+                c + vec2(6.0, 0.0),
+                c + vec2(0.0, 6.0),
+                c + vec2(-6.0, 0.0),
+            ];
+            painter.add(egui::Shape::convex_polygon(points, colour, Stroke::NONE));
+        }
+    }
 }
 
 /// The dark look of the overlay (also used by the snapshot tests).
