@@ -96,9 +96,15 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     run.capture.paced = true;
     let models = Models::load(&run)?;
 
+    // A file shows by its name; URIs and cameras as given.
+    let shown = source
+        .path
+        .as_deref()
+        .and_then(std::path::Path::file_name)
+        .map_or_else(|| source.name.clone(), |n| n.to_string_lossy().into_owned());
     let live = LiveState::new(DisplayState {
         conflict_threshold: run.fusion.params.conflict.on,
-        ..DisplayState::new(source.name.clone())
+        ..DisplayState::new(shown)
     });
     let recorder = Arc::new(Recorder::new(&opts.output_dir));
 
