@@ -166,20 +166,19 @@ fn overlay_plays_a_clip_under_xvfb_and_quits_cleanly_on_q() {
         .next()
         .expect("the overlay window")
         .to_owned();
-    let keyed = Command::new(&xdotool)
-        .args([
-            "windowfocus",
-            "--sync",
-            &window,
-            "key",
-            "--window",
-            &window,
-            "q",
-        ])
-        .env("DISPLAY", &display)
-        .status()
-        .expect("xdotool key");
-    assert!(keyed.success());
+    let key = |keys: &[&str]| {
+        let keyed = Command::new(&xdotool)
+            .args(["windowfocus", "--sync", &window, "key", "--window", &window])
+            .args(keys)
+            .env("DISPLAY", &display)
+            .status()
+            .expect("xdotool key");
+        assert!(keyed.success());
+    };
+    // r records, s saves a screenshot; q (while recording) quits and flushes the recording.
+    key(&["r", "s"]);
+    std::thread::sleep(Duration::from_secs(2));
+    key(&["q"]);
     let asked = Instant::now();
     let status = loop {
         if let Some(status) = children.0[1].try_wait().unwrap() {
@@ -207,6 +206,39 @@ fn overlay_plays_a_clip_under_xvfb_and_quits_cleanly_on_q() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!(shown > 5.0, "the overlay showed {shown} fps");
+    let written = |ext: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == ext)
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("affectstream-"))
+            })
+            .collect()
+    };
+    let recordings = written("jsonl");
+    assert_eq!(
+        recordings.len(),
+        1,
+        "one recording expected in {}",
+        dir.display()
+    );
+    let records = common::read_jsonl(&recordings[0]);
+    assert!(
+        records.len() >= 20,
+        "{} records in 2 s of recording",
+        records.len()
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["fused"].is_object() || r["fused"].is_null())
+    );
+    let screenshots = written("png");
+    assert_eq!(screenshots.len(), 1, "one screenshot expected (s)");
+    let (std, _) = image_stats(&screenshots[0]);
+    assert!(std > 0.1, "the saved screenshot is blank");
     std::fs::remove_dir_all(&dir).ok();
 }
 

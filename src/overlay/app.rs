@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::paint::{OverlayView, style};
-use super::recorder::Recorder;
+use super::recorder::{Recorder, Toggled};
 use super::state::{DisplayState, LiveState};
 
 /// Errors opening the overlay window.
@@ -132,19 +132,19 @@ impl OverlayApp {
         }
         if r {
             match self.recorder.toggle() {
-                Ok((Some(path), _)) => {
+                Ok(Toggled::Started(path)) => {
                     let shown = path.display().to_string();
                     tracing::info!("recording records to {shown}");
                     self.live.set_recording(Some(shown));
                     self.live.set_notice(None);
                 }
-                Ok((None, done)) => {
+                Ok(Toggled::Stopped { path, records }) => {
                     self.live.set_recording(None);
-                    if let Some((path, n)) = done {
-                        tracing::info!("recording stopped: {n} records in {}", path.display());
-                        self.live
-                            .set_notice(Some(format!("{n} records written to {}", path.display())));
-                    }
+                    tracing::info!("recording stopped: {records} records in {}", path.display());
+                    self.live.set_notice(Some(format!(
+                        "{records} records written to {}",
+                        path.display()
+                    )));
                 }
                 Err(e) => {
                     tracing::error!("{e}");

@@ -7,6 +7,20 @@ use std::sync::{Mutex, MutexGuard};
 use crate::record::Record;
 use crate::sink::{JsonlSink, JsonlTarget, SinkError};
 
+/// What a toggle did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Toggled {
+    /// Recording started into this file.
+    Started(PathBuf),
+    /// Recording stopped; the file is flushed and holds `records` records.
+    Stopped {
+        /// The finished file.
+        path: PathBuf,
+        /// Records written to it.
+        records: u64,
+    },
+}
+
 /// A switchable JSONL writer shared by the overlay (switch) and the sink thread (writes).
 pub struct Recorder {
     dir: PathBuf,
@@ -39,19 +53,17 @@ impl Recorder {
         self.lock().as_ref().map(|(p, _, _)| p.clone())
     }
 
-    /// Starts a new file (named by the time) or stops and flushes the current one. Returns
-    /// the file now being written (None: stopped) and, when stopping, how many records the
-    /// finished file holds.
-    pub fn toggle(&self) -> Result<(Option<PathBuf>, Option<(PathBuf, u64)>), SinkError> {
+    /// Starts a new file (named by the time) or stops and flushes the current one.
+    pub fn toggle(&self) -> Result<Toggled, SinkError> {
         let mut active = self.lock();
-        if let Some((path, mut sink, n)) = active.take() {
+        if let Some((path, mut sink, records)) = active.take() {
             sink.flush()?;
-            return Ok((None, Some((path, n))));
+            return Ok(Toggled::Stopped { path, records });
         }
         let path = unique_path(&self.dir);
         let sink = JsonlSink::open(&JsonlTarget::File(path.clone()))?;
         *active = Some((path.clone(), sink, 0));
-        Ok((Some(path), None))
+        Ok(Toggled::Started(path))
     }
 
     /// Writes `record` when recording (sink thread). A write error stops the recording.
@@ -118,13 +130,18 @@ mod tests {
             events: vec![],
         };
         rec.write(&record); // not recording: ignored
-        let (path, _) = rec.toggle().unwrap();
-        let path = path.unwrap();
+        let Toggled::Started(path) = rec.toggle().unwrap() else {
+            panic!("expected a start");
+        };
         rec.write(&record);
         rec.write(&record);
-        let (now, done) = rec.toggle().unwrap();
-        assert!(now.is_none());
-        assert_eq!(done.unwrap().1, 2);
+        assert_eq!(
+            rec.toggle().unwrap(),
+            Toggled::Stopped {
+                path: path.clone(),
+                records: 2
+            }
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 2);
         assert!(rec.finish().unwrap().is_none());
