@@ -102,10 +102,12 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         .as_deref()
         .and_then(std::path::Path::file_name)
         .map_or_else(|| source.name.clone(), |n| n.to_string_lossy().into_owned());
-    let live = LiveState::new(DisplayState {
+    let mut display = DisplayState {
         conflict_threshold: run.fusion.params.conflict.on,
         ..DisplayState::new(shown)
-    });
+    };
+    display.stats.provider = models.provider.name().to_owned();
+    let live = LiveState::new(display);
     let recorder = Arc::new(Recorder::new(&opts.output_dir));
 
     let (capture, mut outputs, microphone) = match &opts.source {

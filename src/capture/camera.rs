@@ -3,7 +3,7 @@
 //! timestamps on the pipeline's running time. The camera has no audio: the microphone
 //! (see [`super::microphone`]) is stamped against [`Capture::stream_clock`] instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
@@ -23,6 +23,17 @@ const CAMERA: &str = include_str!("../../pipelines/camera.txt");
 /// The device node of camera `index` (`/dev/video<index>`).
 pub fn camera_device(index: u32) -> PathBuf {
     PathBuf::from(format!("/dev/video{index}"))
+}
+
+/// The camera pipeline for `device`: pipelines/camera.txt, then the video branch files use.
+pub fn camera_description(device: &Path) -> String {
+    format!(
+        "{} ! {}",
+        CAMERA
+            .trim()
+            .replace("{device}", &device.display().to_string()),
+        VIDEO_BRANCH.trim()
+    )
 }
 
 impl Source {
@@ -52,13 +63,7 @@ impl Capture {
                 ),
             });
         }
-        let description = format!(
-            "{} ! {}",
-            CAMERA
-                .trim()
-                .replace("{device}", &device.display().to_string()),
-            VIDEO_BRANCH.trim()
-        );
+        let description = camera_description(&device);
         let setup = |e: &dyn std::fmt::Display| CaptureError::Setup(e.to_string());
         let element = gst::parse::launch(&description).map_err(|e| setup(&e))?;
         let pipeline = element
@@ -103,5 +108,35 @@ impl Capture {
                 .map(|t| Duration::from_nanos(t.nseconds()))
                 .unwrap_or_default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_camera_description_is_a_pipeline_ending_in_the_video_appsink() {
+        init().unwrap();
+        let description = camera_description(Path::new("/dev/video57"));
+        assert!(description.starts_with("v4l2src device=/dev/video57 "));
+        let pipeline = gst::parse::launch(&description)
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+        assert!(pipeline.by_name("sink").is_some());
+    }
+
+    #[test]
+    fn a_missing_camera_names_its_device_and_the_way_out() {
+        let Err(e) = Capture::start_camera(57) else {
+            panic!("/dev/video57 opened");
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains("no camera found (/dev/video57 missing)"),
+            "{message}"
+        );
+        assert!(message.contains("--source file.mp4"), "{message}");
     }
 }
