@@ -18,8 +18,8 @@ pub enum OverlayError {
          session, or under Xvfb; to process without a window use `affectstream run --source ...`)"
     )]
     NoDisplay,
-    #[error("cannot open the overlay window: {0}")]
-    Window(String),
+    #[error("cannot open the overlay window on display {display}: {message}")]
+    Window { display: String, message: String },
 }
 
 /// Says whether a display is there to open the window on (eframe is built for X11).
@@ -271,7 +271,10 @@ pub fn run_overlay(
             )))
         }),
     )
-    .map_err(|e| OverlayError::Window(e.to_string()))?;
+    .map_err(|e| OverlayError::Window {
+        display: std::env::var("DISPLAY").unwrap_or_default(),
+        message: e.to_string(),
+    })?;
     let summary = summary.lock().map(|s| s.clone()).unwrap_or_default();
     Ok(summary)
 }
