@@ -276,3 +276,54 @@ fn no_camera_names_the_device_and_how_to_choose_a_source() {
     common::assert_clear_failure(&out, "/dev/video57", "no camera found");
     assert!(out.stderr.contains("--source file.mp4"), "{}", out.stderr);
 }
+
+#[test]
+fn sigterm_quits_cleanly_too() {
+    let (display, xvfb) = start_xvfb();
+    let mut children = Children(vec![xvfb]);
+    let clip = common::testdata().join("av/streams/tedlieu_60s_256.mp4");
+    let demo = Command::new(env!("CARGO_BIN_EXE_affectstream"))
+        .args(["demo", "--source"])
+        .arg(&clip)
+        .env("DISPLAY", &display)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start affectstream demo");
+    let pid = demo.id();
+    children.0.push(demo);
+    let found = Command::new(tool("xdotool"))
+        .args(["search", "--sync", "--name", "affectstream"])
+        .env("DISPLAY", &display)
+        .output()
+        .expect("xdotool search");
+    assert!(found.status.success(), "the overlay window never appeared");
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(status) = children.0[1].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "demo did not quit within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    children.0[1]
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .ok();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+}

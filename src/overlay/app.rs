@@ -237,8 +237,8 @@ pub fn save_png(image: &egui::ColorImage, path: &std::path::Path) -> Result<(), 
     }
 }
 
-/// Opens the window on this (the main) thread and runs until it is closed (q, Escape or the
-/// window's close button). Returns what the overlay measured.
+/// Opens the window on this (the main) thread and runs until it is closed (q, Escape, the
+/// window's close button, Ctrl-C or SIGTERM). Returns what the overlay measured.
 pub fn run_overlay(
     title: &str,
     live: Arc<LiveState>,
@@ -263,6 +263,15 @@ pub fn run_overlay(
             style(&cc.egui_ctx);
             let ctx = cc.egui_ctx.clone();
             live.set_repaint(move || ctx.request_repaint());
+            // Ctrl-C or SIGTERM in the terminal quits like q: the window closes, the demo
+            // stops the pipeline and flushes its files.
+            let ctx = cc.egui_ctx.clone();
+            if let Err(e) = ctrlc::set_handler(move || {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                ctx.request_repaint();
+            }) {
+                tracing::warn!("Ctrl-C will end the demo without cleanup: {e}");
+            }
             Ok(Box::new(OverlayApp::new(
                 live,
                 recorder,
