@@ -8,6 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 fn clip() -> PathBuf {
@@ -38,9 +39,13 @@ fn tool(name: &str) -> String {
 
 /// Starts Xvfb on a free display number; returns the display and the server.
 fn start_xvfb() -> (String, Child) {
+    // Tests in this binary run in parallel: each takes its own numbers, and a server only
+    // counts as ours when the display's lock file names its pid.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
     let xvfb = tool("Xvfb");
-    let first = 90 + std::process::id() % 400;
-    for n in first..first + 50 {
+    let first = 90 + (std::process::id() % 200) * 4;
+    for _ in 0..50 {
+        let n = first + NEXT.fetch_add(1, Ordering::SeqCst);
         if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
             || Path::new(&format!("/tmp/.X{n}-lock")).exists()
         {
@@ -61,8 +66,16 @@ fn start_xvfb() -> (String, Child) {
             .expect("start Xvfb");
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
+            let owner = std::fs::read_to_string(format!("/tmp/.X{n}-lock"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
             if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-                return (format!(":{n}"), server);
+                if owner == Some(server.id()) {
+                    return (format!(":{n}"), server);
+                }
+                if owner.is_some() {
+                    break; // another server has this number
+                }
             }
             if server.try_wait().unwrap().is_some() {
                 break; // lost a race for this number: try the next
@@ -282,6 +295,8 @@ fn sigterm_quits_cleanly_too() {
     let (display, xvfb) = start_xvfb();
     let mut children = Children(vec![xvfb]);
     let clip = common::testdata().join("av/streams/tedlieu_60s_256.mp4");
+    let dir = common::temp_dir("demo-sigterm");
+    let log = dir.join("demo.log");
     let demo = Command::new(env!("CARGO_BIN_EXE_affectstream"))
         .args(["demo", "--source"])
         .arg(&clip)
@@ -289,7 +304,7 @@ fn sigterm_quits_cleanly_too() {
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start affectstream demo");
     let pid = demo.id();
@@ -317,13 +332,7 @@ fn sigterm_quits_cleanly_too() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut stderr = String::new();
-    use std::io::Read;
-    children.0[1]
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .ok();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -3,6 +3,7 @@
 
 use eframe::egui;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,8 @@ pub struct OverlayApp {
     last_serial: u64,
     first_shown: Option<Instant>,
     summary: Arc<Mutex<OverlaySummary>>,
+    /// Set from outside the UI (Ctrl-C, SIGTERM) to close the window at the next frame.
+    pub quit: Arc<AtomicBool>,
 }
 
 impl OverlayApp {
@@ -112,6 +115,7 @@ impl OverlayApp {
             last_serial: 0,
             first_shown: None,
             summary,
+            quit: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -164,7 +168,7 @@ impl OverlayApp {
                 live.set_notice(Some(note));
             });
         }
-        if q {
+        if q || self.quit.load(Ordering::SeqCst) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
@@ -265,19 +269,16 @@ pub fn run_overlay(
             live.set_repaint(move || ctx.request_repaint());
             // Ctrl-C or SIGTERM in the terminal quits like q: the window closes, the demo
             // stops the pipeline and flushes its files.
-            let ctx = cc.egui_ctx.clone();
+            // The signal thread only raises a flag; the next frame closes the window.
+            let app = OverlayApp::new(live, recorder, screenshot_dir, app_summary);
+            let (ctx, quit) = (cc.egui_ctx.clone(), app.quit.clone());
             if let Err(e) = ctrlc::set_handler(move || {
-                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                quit.store(true, Ordering::SeqCst);
                 ctx.request_repaint();
             }) {
                 tracing::warn!("Ctrl-C will end the demo without cleanup: {e}");
             }
-            Ok(Box::new(OverlayApp::new(
-                live,
-                recorder,
-                screenshot_dir,
-                app_summary,
-            )))
+            Ok(Box::new(app))
         }),
     )
     .map_err(|e| OverlayError::Window {
