@@ -30,6 +30,8 @@ enum Command {
     Bench(BenchArgs),
     /// Run the pipeline over labeled media and report agreement with the labels.
     Eval(EvalArgs),
+    /// Live overlay: camera and microphone (or --source) with valence, arousal, gates and conflict.
+    Demo(crate::demo_cli::DemoArgs),
 }
 
 #[derive(Args)]
@@ -217,6 +219,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
         Command::Eval(args) => eval(args),
+        Command::Demo(args) => crate::demo_cli::demo(args),
     }
 }
 

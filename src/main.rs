@@ -1,6 +1,7 @@
 //! `affectstream` command line: parses arguments and hands off to the library.
 
 mod cli;
+mod demo_cli;
 
 use std::process::ExitCode;
 

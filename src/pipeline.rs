@@ -193,11 +193,26 @@ pub fn run_with_models(
     opts: &RunOptions,
     source: &Source,
     models: Models,
-    mut observe: impl FnMut(&Record) + Send + 'static,
+    observe: impl FnMut(&Record) + Send + 'static,
 ) -> Result<(RunSummary, Models), PipelineError> {
     let sink = JsonlSink::open(&opts.out)?;
-    let started = Instant::now();
     let (capture, outputs) = Capture::start_with(source, opts.capture)?;
+    run_capture(opts, source, sink, capture, outputs, models, observe)
+}
+
+/// [`run_with_models`] on a capture already started, whose outputs the caller may have
+/// tapped or replaced (the live demo: a camera with a microphone's audio, a display tap on
+/// the video).
+pub fn run_capture(
+    opts: &RunOptions,
+    source: &Source,
+    sink: JsonlSink,
+    capture: Capture,
+    outputs: CaptureOutputs,
+    models: Models,
+    mut observe: impl FnMut(&Record) + Send + 'static,
+) -> Result<(RunSummary, Models), PipelineError> {
+    let started = Instant::now();
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     if let Some(limit) = opts.max_duration {
         let stop = capture.stop_handle();

@@ -24,6 +24,9 @@ use crate::metrics::Stamps;
 
 mod redact;
 pub use redact::redact_url;
+pub mod camera;
+pub mod microphone;
+pub mod resample;
 
 const VIDEO_BRANCH: &str = include_str!("../../pipelines/video-branch.txt");
 const AUDIO_BRANCH: &str = include_str!("../../pipelines/audio-branch.txt");
