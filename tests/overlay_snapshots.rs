@@ -91,6 +91,7 @@ fn voice(v: f32, a: f32) -> VoiceRecord {
 fn record(t: f64, faces: Vec<FaceRecord>, voice: Option<VoiceRecord>, f: Option<Fused>) -> Record {
     Record {
         source: "clip.mp4".into(),
+        stream: None,
         frame: Some((t * 30.0) as u64),
         t,
         latency_ms: Some(4.2),

@@ -119,6 +119,7 @@ mod tests {
         let rec = Recorder::new(&dir);
         let record = Record {
             source: "s".into(),
+            stream: None,
             frame: Some(0),
             t: 0.0,
             latency_ms: None,

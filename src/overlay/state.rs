@@ -502,6 +502,7 @@ mod tests {
     fn record(t: f64, faces: Vec<FaceRecord>) -> Record {
         Record {
             source: "test".into(),
+            stream: None,
             frame: Some((t * 30.0) as u64),
             t,
             latency_ms: Some(t),
