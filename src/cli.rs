@@ -392,11 +392,9 @@ fn run_streams(args: &RunArgs, config: &Config, run: RunOptions) -> anyhow::Resu
             settings: defaults,
         });
     }
-    let any_live = streams.iter().any(|s| {
-        ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"]
-            .iter()
-            .any(|p| s.source.starts_with(p))
-    });
+    let any_live = streams
+        .iter()
+        .any(|s| affectstream::capture::is_live_uri(&s.source));
     let token = args
         .token
         .clone()

@@ -94,6 +94,8 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     run.progress = false;
     // Files play at 1x like a camera; live sources are paced by nature.
     run.capture.paced = true;
+    // Network sources drop their oldest frame when the pipeline is behind, like the camera.
+    run.capture.live = source.is_live();
     let models = Models::load(&run)?;
 
     // A file shows by its name; URIs and cameras as given.

@@ -120,10 +120,15 @@ impl Source {
 
     /// True for sources whose frames arrive in real time (network streams, devices).
     pub fn is_live(&self) -> bool {
-        ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"]
-            .iter()
-            .any(|p| self.uri.starts_with(p))
+        is_live_uri(&self.uri)
     }
+}
+
+/// True for URIs of sources whose frames arrive in real time (network streams).
+pub fn is_live_uri(uri: &str) -> bool {
+    ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"]
+        .iter()
+        .any(|p| uri.starts_with(p))
 }
 
 fn check_file(text: &str, path: &Path) -> Result<(), CaptureError> {
