@@ -38,16 +38,20 @@ struct Args {
     video_only: bool,
 }
 
+/// The media pipeline of one mount. The queues hold up to 10 s: a fragmented MP4 may store
+/// a second or more of one track before the other's, and both must preroll.
 fn launch_line(file: &std::path::Path, video_only: bool) -> String {
     let location = file.display().to_string().replace('"', "\\\"");
     let audio = if video_only {
         ""
     } else {
-        " d.audio_0 ! queue ! aacparse ! rtpmp4gpay name=pay1 pt=97"
+        " d.audio_0 ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
+         ! aacparse ! rtpmp4gpay name=pay1 pt=97"
     };
     format!(
         "( filesrc location=\"{location}\" ! qtdemux name=d \
-         d.video_0 ! queue ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 \
+         d.video_0 ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=10000000000 \
+         ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 \
          config-interval=-1{audio} )"
     )
 }
