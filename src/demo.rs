@@ -18,14 +18,16 @@ use crossbeam_channel::{Receiver, TrySendError};
 
 use crate::capture::microphone::{Microphone, MicrophoneOptions};
 use crate::capture::{
-    Capture, CaptureError, CaptureOutputs, Layout, Source, VIDEO_QUEUE, VideoFrame,
+    Capture, CaptureError, CaptureOutputs, CaptureTargets, Layout, Source, VIDEO_QUEUE, VideoFrame,
 };
 use crate::overlay::{
     DisplayState, LiveState, OverlayError, OverlaySummary, Recorder, SourceState, VoiceInput,
     check_display, run_overlay,
 };
-use crate::pipeline::{Models, PipelineError, RunOptions, RunSummary, run_capture};
+use crate::pipeline::{Models, PipelineError, RunOptions, RunSummary, Stages, run_capture};
+use crate::record::{Record, StatusRecord};
 use crate::sink::{JsonlSink, JsonlTarget, SinkError};
+use crate::streams::{self, StreamSettings, StreamSpec, StreamState};
 
 /// What the demo shows and where it writes.
 #[derive(Debug, Clone)]
@@ -112,10 +114,16 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let live = LiveState::new(display);
     let recorder = Arc::new(Recorder::new(&opts.output_dir));
 
-    let (capture, mut outputs, microphone) = match &opts.source {
+    let (feed, mut outputs, microphone) = match &opts.source {
+        // A network source is kept connected by the stream supervisor: it reconnects after
+        // a drop, and the overlay shows "reconnecting" meanwhile.
+        Some(_) if source.is_live() => {
+            let (targets, outputs) = CaptureTargets::channels(true);
+            (Feed::Supervised(targets), outputs, None)
+        }
         Some(_) => {
             let (capture, outputs) = Capture::start_with(&source, run.capture)?;
-            (capture, outputs, None)
+            (Feed::Capture(capture), outputs, None)
         }
         None => {
             let (capture, video) = Capture::start_camera(opts.camera)?;
@@ -148,7 +156,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
                 audio,
                 layout,
             };
-            (capture, outputs, microphone)
+            (Feed::Capture(capture), outputs, microphone)
         }
     };
     if let Some(mic) = &microphone {
@@ -158,27 +166,38 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let mic_stop = microphone.as_ref().map(Microphone::stop_flag);
     outputs.video = tap_video(outputs.video, live.clone(), mic_stop)?;
 
-    let stop = capture.stop_handle();
+    let stop_capture = match &feed {
+        Feed::Capture(capture) => Some(capture.stop_handle()),
+        Feed::Supervised(_) => None,
+    };
+    let stop_supervisor = Arc::new(AtomicBool::new(false));
     let sink = JsonlSink::open(&run.out)?;
     let pipeline = {
         let live = live.clone();
         let recorder = recorder.clone();
         let observe_live = live.clone();
+        let stop = stop_supervisor.clone();
         thread::Builder::new()
             .name("affectstream-demo".into())
             .spawn(move || {
-                let result = run_capture(
-                    &run,
-                    &source,
-                    sink,
-                    capture,
-                    outputs,
-                    models,
-                    move |record| {
-                        observe_live.push_record(record);
-                        recorder.write(record);
-                    },
-                );
+                let observe = move |record: &Record| {
+                    observe_live.push_record(record);
+                    recorder.write(record);
+                };
+                let result = match feed {
+                    Feed::Capture(capture) => {
+                        run_capture(&run, &source, sink, capture, outputs, models, observe)
+                    }
+                    Feed::Supervised(targets) => run_supervised(
+                        &run,
+                        source,
+                        sink,
+                        (targets, outputs),
+                        models,
+                        observe,
+                        (live.clone(), stop),
+                    ),
+                };
                 live.set_source_state(match &result {
                     Ok(_) => SourceState::Ended,
                     Err(e) => SourceState::Failed(e.to_string()),
@@ -196,7 +215,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         opts.output_dir.clone(),
     );
     // Window closed (or failed to open): stop the source, then everything drains.
-    stop.stop();
+    if let Some(stop) = stop_capture {
+        stop.stop();
+    }
+    stop_supervisor.store(true, Ordering::SeqCst);
     if let Some(mic) = microphone {
         mic.stop();
     }
@@ -214,6 +236,86 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         pipeline: Some(pipeline),
         recording,
     })
+}
+
+/// Where the demo's frames come from.
+enum Feed {
+    /// A capture that runs to its end (file, camera).
+    Capture(Capture),
+    /// The channels a stream supervisor keeps feeding across reconnects (network sources).
+    Supervised(CaptureTargets),
+}
+
+/// [`run_capture`] for a network source: the stages run on `inputs`, a stream supervisor
+/// keeps the source connected into them (reconnecting with backoff) until `stop`, and its
+/// state changes reach the overlay.
+fn run_supervised(
+    run: &RunOptions,
+    source: Source,
+    sink: JsonlSink,
+    (targets, inputs): (CaptureTargets, CaptureOutputs),
+    models: Models,
+    observe: impl FnMut(&Record) + Send + 'static,
+    (live, stop): (Arc<LiveState>, Arc<AtomicBool>),
+) -> Result<(RunSummary, Models), PipelineError> {
+    let started = std::time::Instant::now();
+    let counters = targets.counters.clone();
+    let detector = models.face.detector_name();
+    let provider = models.provider;
+    let mut fusion = run.fusion.clone();
+    fusion.wait_for_voice = false;
+    let (stages, records_rx) = Stages::spawn(models, inputs, fusion, &source.name, None)?;
+    let sink = thread::Builder::new()
+        .name("affectstream-sink".into())
+        .spawn(move || sink.run(records_rx, observe))
+        .map_err(|_| PipelineError::StageCrashed("sink"))?;
+    let (status_tx, status_rx) = crossbeam_channel::bounded::<StatusRecord>(16);
+    let states = thread::Builder::new()
+        .name("affectstream-states".into())
+        .spawn(move || {
+            for status in status_rx {
+                live.set_source_state(match status.state {
+                    StreamState::Connecting => SourceState::Starting,
+                    StreamState::Live => SourceState::Live,
+                    StreamState::Reconnecting => SourceState::Reconnecting,
+                    StreamState::Ended => SourceState::Ended,
+                    StreamState::Failed => SourceState::Failed(status.reason.unwrap_or_default()),
+                });
+            }
+        })
+        .map_err(|_| PipelineError::StageCrashed("states"))?;
+    let spec = StreamSpec {
+        name: source.name.clone(),
+        source: source.name.clone(),
+        settings: StreamSettings::default(),
+    };
+    let outcome = streams::supervise(spec, source.clone(), targets, status_tx, stop, &|| {
+        stages.any_finished()
+    });
+    let models = stages.join();
+    let summary = sink
+        .join()
+        .map_err(|_| PipelineError::StageCrashed("sink"))?;
+    states.join().ok();
+    let models = models?;
+    let summary = summary?;
+    if outcome.state == StreamState::Failed {
+        return Err(CaptureError::Open {
+            source_name: source.name,
+            message: outcome.reason.unwrap_or_default(),
+        }
+        .into());
+    }
+    let summary = RunSummary {
+        records: summary.records,
+        records_with_faces: summary.records_with_faces,
+        frames: counters.frames.load(Ordering::Relaxed),
+        wall: started.elapsed(),
+        provider,
+        detector,
+        latency: summary.latency,
+    };
+    Ok((summary, models))
 }
 
 /// Puts a display tap and a drop-oldest queue between capture and the face stage: the UI

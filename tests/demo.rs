@@ -336,3 +336,97 @@ fn sigterm_quits_cleanly_too() {
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Starts `affectstream-rtsp-serve` for `clip` on `port` (0: any); returns it and its port.
+fn start_rtsp_server(clip: &Path, port: u16) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut server = Command::new(env!("CARGO_BIN_EXE_affectstream-rtsp-serve"))
+        .args(["--port", &port.to_string(), "--mount"])
+        .arg(format!("/cam={}", clip.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start affectstream-rtsp-serve");
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    // "ready rtsp://127.0.0.1:PORT/cam"
+    let port = line
+        .rsplit(':')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("server did not start: {line:?}"));
+    (server, port)
+}
+
+fn wait_for_log(log: &Path, needle: &str, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no '{needle}' within {limit:?}; log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_rtsp_source_that_drops_reconnects_in_the_overlay() {
+    let (display, xvfb) = start_xvfb();
+    let mut children = Children(vec![xvfb]);
+    let clip = common::testdata().join("av/streams/tedlieu_60s_256.mp4");
+    let (server, port) = start_rtsp_server(&clip, 0);
+    children.0.push(server);
+    let dir = common::temp_dir("demo-rtsp");
+    let log = dir.join("demo.log");
+    let demo = Command::new(env!("CARGO_BIN_EXE_affectstream"))
+        .args(["demo", "--source", &format!("rtsp://127.0.0.1:{port}/cam")])
+        .arg("--out-dir")
+        .arg(&dir)
+        .env("DISPLAY", &display)
+        .env("RUST_LOG", "warn,affectstream=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start affectstream demo");
+    let pid = demo.id();
+    children.0.push(demo);
+    wait_for_log(&log, "streams: live", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    // The camera goes away for 3 s, then comes back on the same port.
+    children.0[1].kill().ok();
+    children.0[1].wait().ok();
+    wait_for_log(&log, "reconnecting", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(3));
+    let (server, _) = start_rtsp_server(&clip, port);
+    children.0[1] = server;
+    wait_for_log(&log, "live: reconnected", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let asked = Instant::now();
+    let status = loop {
+        if let Some(status) = children.0[2].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "demo did not quit within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -269,6 +269,36 @@ pub fn run_streams(
     })
 }
 
+/// Keeps one source connected into `targets` (reconnecting live sources, with the spec's
+/// backoff, budget and stall timeout) until it ends, fails, or `stop` is set; reports each
+/// state change into `status`. `stages_ended` tells when the stages fed by `targets` have
+/// stopped. The targets are dropped on return, so those stages drain. This is what each
+/// stream of [`run_streams`] runs; the live demo runs it for an RTSP source.
+pub fn supervise(
+    spec: StreamSpec,
+    source: Source,
+    targets: CaptureTargets,
+    status: Sender<StatusRecord>,
+    stop: Arc<AtomicBool>,
+    stages_ended: &dyn Fn() -> bool,
+) -> StreamOutcome {
+    let metrics = Arc::new(StreamMetrics::new(
+        spec.name.clone(),
+        targets.counters.clone(),
+    ));
+    let mut supervisor = Supervisor {
+        spec,
+        source,
+        targets,
+        metrics,
+        status,
+        stop,
+        deadline: None,
+        jitter: Jitter::new(0),
+    };
+    supervisor.supervise(stages_ended)
+}
+
 /// How one connection of a stream ended.
 enum Ended {
     /// The run is being stopped.
@@ -347,7 +377,7 @@ impl Supervisor {
     }
 
     fn run(mut self, stages: Stages) -> StreamOutcome {
-        let outcome = self.supervise(&stages);
+        let outcome = self.supervise(&|| stages.any_finished());
         // Closing the capture channels lets the stages drain and end.
         let Self {
             targets, metrics, ..
@@ -364,7 +394,7 @@ impl Supervisor {
         }
     }
 
-    fn supervise(&mut self, stages: &Stages) -> StreamOutcome {
+    fn supervise(&mut self, stages_ended: &dyn Fn() -> bool) -> StreamOutcome {
         let live = self.source.is_live();
         let started = Instant::now();
         let settings = self.spec.settings;
@@ -390,7 +420,7 @@ impl Supervisor {
             let ended = match Capture::start_into(&self.source, options, &self.targets) {
                 Err(e) => Ended::Lost(e.to_string()),
                 Ok(capture) => {
-                    let ended = self.watch(&capture, stages, attempt_started, &mut ever_live);
+                    let ended = self.watch(&capture, stages_ended, attempt_started, &mut ever_live);
                     if matches!(self.metrics.state(), StreamState::Live) {
                         failures_in_a_row = 0;
                         outage_since = Instant::now();
@@ -446,7 +476,7 @@ impl Supervisor {
     fn watch(
         &self,
         capture: &Capture,
-        stages: &Stages,
+        stages_ended: &dyn Fn() -> bool,
         attempt_started: Instant,
         ever_live: &mut bool,
     ) -> Ended {
@@ -458,7 +488,7 @@ impl Supervisor {
             if self.stopping() {
                 return Ended::Stopped;
             }
-            if stages.any_finished() {
+            if stages_ended() {
                 return Ended::StageStopped;
             }
             match capture.poll(Some(POLL)) {
