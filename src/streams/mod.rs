@@ -150,7 +150,7 @@ pub struct StreamsSummary {
     pub hub: HubSummary,
     /// Wall time of the run.
     pub wall: Duration,
-    /// Where the endpoint listened.
+    /// Where the endpoint listened (the bound address, port 0 resolved).
     pub listen: Option<SocketAddr>,
 }
 
@@ -260,12 +260,13 @@ pub fn run_streams(
         outcomes.push(outcome);
     }
     let hub = hub.finish()?;
+    let listen = server.as_ref().map(|s| s.addr);
     drop(server);
     Ok(StreamsSummary {
         streams: outcomes,
         hub,
         wall: started.elapsed(),
-        listen: opts.server.as_ref().map(|s| s.listen),
+        listen,
     })
 }
 
