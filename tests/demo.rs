@@ -307,7 +307,6 @@ fn sigterm_quits_cleanly_too() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start affectstream demo");
-    let pid = demo.id();
     children.0.push(demo);
     let found = Command::new(tool("xdotool"))
         .args(["search", "--sync", "--name", "affectstream"])
@@ -316,14 +315,20 @@ fn sigterm_quits_cleanly_too() {
         .expect("xdotool search");
     assert!(found.status.success(), "the overlay window never appeared");
     std::thread::sleep(Duration::from_secs(2));
+    terminate_cleanly(&mut children.0[1], &log);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Sends SIGTERM to `demo` and asserts it exits with code 0 within 20 s, without a panic.
+fn terminate_cleanly(demo: &mut Child, log: &Path) {
     let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+        .args(["-TERM", &demo.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
     let asked = Instant::now();
     let status = loop {
-        if let Some(status) = children.0[1].try_wait().unwrap() {
+        if let Some(status) = demo.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -332,9 +337,9 @@ fn sigterm_quits_cleanly_too() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let stderr = std::fs::read_to_string(log).unwrap_or_default();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
-    std::fs::remove_dir_all(&dir).ok();
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// Starts `affectstream-rtsp-serve` for `clip` on `port` (0: any); returns it and its port.
@@ -396,7 +401,6 @@ fn an_rtsp_source_that_drops_reconnects_in_the_overlay() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start affectstream demo");
-    let pid = demo.id();
     children.0.push(demo);
     wait_for_log(&log, "streams: live", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));
@@ -409,24 +413,6 @@ fn an_rtsp_source_that_drops_reconnects_in_the_overlay() {
     children.0[1] = server;
     wait_for_log(&log, "live: reconnected", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let asked = Instant::now();
-    let status = loop {
-        if let Some(status) = children.0[2].try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            asked.elapsed() < Duration::from_secs(20),
-            "demo did not quit within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    terminate_cleanly(&mut children.0[2], &log);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -4,8 +4,7 @@
 //! that is behind loses lines (counted) instead of slowing the others or the capture; for
 //! offline runs every consumer gets every line.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -81,7 +80,7 @@ impl SinkHub {
     ) -> Result<Self, SinkError> {
         let mut consumers = Vec::new();
         if !matches!(targets.jsonl, JsonlTarget::Discard) {
-            let (writer, name) = open_jsonl(&targets.jsonl)?;
+            let (writer, name) = super::open_target(&targets.jsonl)?;
             consumers.push(spawn_consumer(&registry, "jsonl", move |rx| {
                 write_lines(writer, &name, rx, |line, w| {
                     w.write_all(line.json.as_bytes())?;
@@ -113,21 +112,6 @@ impl SinkHub {
             source: std::io::Error::other("the sink hub thread stopped unexpectedly"),
         })?
     }
-}
-
-fn open_jsonl(target: &JsonlTarget) -> Result<(Box<dyn Write + Send>, String), SinkError> {
-    Ok(match target {
-        JsonlTarget::Stdout | JsonlTarget::Discard => {
-            (Box::new(BufWriter::new(std::io::stdout())), "stdout".into())
-        }
-        JsonlTarget::File(path) => {
-            let file = File::create(path).map_err(|source| SinkError::Create {
-                path: path.clone(),
-                source,
-            })?;
-            (Box::new(BufWriter::new(file)), path.display().to_string())
-        }
-    })
 }
 
 fn spawn_consumer(

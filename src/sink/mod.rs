@@ -60,20 +60,27 @@ pub struct JsonlSink {
     target: String,
 }
 
+/// A buffered writer for `target` and its name for messages.
+pub(crate) fn open_target(
+    target: &JsonlTarget,
+) -> Result<(Box<dyn Write + Send>, String), SinkError> {
+    Ok(match target {
+        JsonlTarget::Stdout => (Box::new(BufWriter::new(std::io::stdout())), "stdout".into()),
+        JsonlTarget::Discard => (Box::new(std::io::sink()), "nowhere".into()),
+        JsonlTarget::File(path) => {
+            let file = File::create(path).map_err(|source| SinkError::Create {
+                path: path.clone(),
+                source,
+            })?;
+            (Box::new(BufWriter::new(file)), path.display().to_string())
+        }
+    })
+}
+
 impl JsonlSink {
     /// Opens the target.
     pub fn open(target: &JsonlTarget) -> Result<Self, SinkError> {
-        let (writer, name): (Box<dyn Write + Send>, String) = match target {
-            JsonlTarget::Stdout => (Box::new(BufWriter::new(std::io::stdout())), "stdout".into()),
-            JsonlTarget::Discard => (Box::new(std::io::sink()), "nowhere".into()),
-            JsonlTarget::File(path) => {
-                let file = File::create(path).map_err(|source| SinkError::Create {
-                    path: path.clone(),
-                    source,
-                })?;
-                (Box::new(BufWriter::new(file)), path.display().to_string())
-            }
-        };
+        let (writer, name) = open_target(target)?;
         Ok(Self {
             writer,
             target: name,
