@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Process a media file or URI and write one JSON record per video frame.
+    /// Process media files or streams (RTSP, reconnecting) into one JSON record per video frame.
     Run(RunArgs),
     /// Measure per-frame and per-stage latency and throughput on a source.
     Bench(BenchArgs),
