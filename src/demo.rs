@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use crossbeam_channel::{Receiver, TrySendError};
+use crossbeam_channel::Receiver;
 
 use crate::capture::microphone::{Microphone, MicrophoneOptions};
 use crate::capture::{
     Capture, CaptureError, CaptureOutputs, CaptureTargets, Layout, Source, VIDEO_QUEUE, VideoFrame,
+    deliver,
 };
 use crate::overlay::{
     DisplayState, LiveState, OverlayError, OverlaySummary, Recorder, SourceState, VoiceInput,
@@ -333,18 +334,8 @@ fn tap_video(
         .spawn(move || {
             for frame in input {
                 live.offer_frame(&frame);
-                let mut frame = frame;
-                loop {
-                    match tx.try_send(frame) {
-                        Ok(()) => break,
-                        Err(TrySendError::Full(back)) => {
-                            if oldest.try_recv().is_ok() {
-                                live.dropped_frames.fetch_add(1, Ordering::Relaxed);
-                            }
-                            frame = back;
-                        }
-                        Err(TrySendError::Disconnected(_)) => break,
-                    }
+                if deliver(&tx, Some(&oldest), frame, &live.dropped_frames).is_err() {
+                    break; // the face stage is gone
                 }
             }
             if let Some(flag) = on_end {

@@ -369,8 +369,8 @@ impl CaptureTargets {
 
 /// Hands `item` to a stage. Offline: blocks until there is room (no frame lost). Live: when
 /// the queue is full, takes the oldest item out and counts it, so the newest always gets in
-/// and the streaming thread never waits.
-fn deliver<T>(
+/// and the streaming thread never waits. (Also the demo's display tap.)
+pub(crate) fn deliver<T>(
     tx: &Sender<T>,
     oldest: Option<&Receiver<T>>,
     item: T,
