@@ -115,18 +115,7 @@ fn overlay_plays_a_clip_under_xvfb_and_quits_cleanly_on_q() {
     let mut children = Children(vec![xvfb]);
     let dir = common::temp_dir("demo-xvfb");
     let log = dir.join("demo.log");
-    let demo = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-        .args(["demo", "--source"])
-        .arg(clip())
-        .arg("--out-dir")
-        .arg(&dir)
-        .env("DISPLAY", &display)
-        .env("RUST_LOG", "warn,affectstream=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start affectstream demo");
+    let demo = spawn_demo(clip().as_os_str(), &display, &dir, &log);
     children.0.push(demo);
 
     // Wait for the overlay to show the video playing (models load first), then a few seconds
@@ -297,16 +286,7 @@ fn sigterm_quits_cleanly_too() {
     let clip = common::testdata().join("av/streams/tedlieu_60s_256.mp4");
     let dir = common::temp_dir("demo-sigterm");
     let log = dir.join("demo.log");
-    let demo = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-        .args(["demo", "--source"])
-        .arg(&clip)
-        .env("DISPLAY", &display)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start affectstream demo");
+    let demo = spawn_demo(clip.as_os_str(), &display, &dir, &log);
     children.0.push(demo);
     let found = Command::new(tool("xdotool"))
         .args(["search", "--sync", "--name", "affectstream"])
@@ -317,6 +297,21 @@ fn sigterm_quits_cleanly_too() {
     std::thread::sleep(Duration::from_secs(2));
     terminate_cleanly(&mut children.0[1], &log);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Starts `affectstream demo --source SOURCE --out-dir DIR` on `display`, logging to `log`.
+fn spawn_demo(source: &std::ffi::OsStr, display: &str, dir: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_affectstream"))
+        .args(["demo".as_ref(), "--source".as_ref(), source])
+        .arg("--out-dir")
+        .arg(dir)
+        .env("DISPLAY", display)
+        .env("RUST_LOG", "warn,affectstream=info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start affectstream demo")
 }
 
 /// Sends SIGTERM to `demo` and asserts it exits with code 0 within 20 s, without a panic.
@@ -390,17 +385,8 @@ fn an_rtsp_source_that_drops_reconnects_in_the_overlay() {
     children.0.push(server);
     let dir = common::temp_dir("demo-rtsp");
     let log = dir.join("demo.log");
-    let demo = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-        .args(["demo", "--source", &format!("rtsp://127.0.0.1:{port}/cam")])
-        .arg("--out-dir")
-        .arg(&dir)
-        .env("DISPLAY", &display)
-        .env("RUST_LOG", "warn,affectstream=info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start affectstream demo");
+    let url = format!("rtsp://127.0.0.1:{port}/cam");
+    let demo = spawn_demo(url.as_ref(), &display, &dir, &log);
     children.0.push(demo);
     wait_for_log(&log, "streams: live", Duration::from_secs(60));
     std::thread::sleep(Duration::from_secs(2));

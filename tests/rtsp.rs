@@ -211,6 +211,21 @@ impl LiveRun {
     }
 }
 
+/// Writes `config` to DIR/streams.toml and runs `run --config` on it for `duration` seconds,
+/// without the live endpoint.
+fn run_config(dir: &std::path::Path, config: String, duration: &str) -> LiveRun {
+    let path = dir.join("streams.toml");
+    std::fs::write(&path, config).unwrap();
+    LiveRun::start(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--no-listen",
+        "--duration",
+        duration,
+    ])
+}
+
 fn json_lines(lines: &[(Instant, String)]) -> Vec<(Instant, serde_json::Value)> {
     lines
         .iter()
@@ -402,24 +417,15 @@ fn a_stream_reconnects_after_the_server_restarts_and_its_timeline_continues() {
     let _serial = serial();
     let mut server = RtspServer::start(0, &[("/cam", clip("tedlieu_60s_256.mp4"))], &[]);
     let dir = temp_dir("rtsp-restart");
-    let config = dir.join("streams.toml");
-    std::fs::write(
-        &config,
+    let run = run_config(
+        &dir,
         format!(
             "[streams]\nreconnect_initial_s = 0.25\nreconnect_max_s = 1.0\nretry_budget_s = 30\n\n\
              [[stream]]\nname = \"cam\"\nurl = \"{}\"\n",
             server.url("/cam")
         ),
-    )
-    .unwrap();
-    let run = LiveRun::start(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--no-listen",
-        "--duration",
         "22",
-    ]);
+    );
     run.wait_for_line(Duration::from_secs(30), |l| l.contains("\"frame\""));
     std::thread::sleep(Duration::from_secs(3));
     server.kill();
@@ -473,25 +479,16 @@ fn a_stream_whose_server_stays_away_fails_while_the_other_goes_on() {
     let mut gone = RtspServer::start(0, &[("/a", clip("tedlieu_60s_256.mp4"))], &[]);
     let steady = RtspServer::start(0, &[("/b", clip("reagan_clip1_muxed.mp4"))], &[]);
     let dir = temp_dir("rtsp-fail");
-    let config = dir.join("streams.toml");
-    std::fs::write(
-        &config,
+    let run = run_config(
+        &dir,
         format!(
             "[streams]\nreconnect_initial_s = 0.2\nreconnect_max_s = 0.5\nretry_budget_s = 3\n\n\
              [[stream]]\nname = \"gone\"\nurl = \"{}\"\n\n[[stream]]\nname = \"steady\"\nurl = \"{}\"\n",
             gone.url("/a"),
             steady.url("/b")
         ),
-    )
-    .unwrap();
-    let run = LiveRun::start(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--no-listen",
-        "--duration",
         "14",
-    ]);
+    );
     run.wait_for_line(Duration::from_secs(30), |l| {
         l.contains("\"gone\"") && l.contains("\"frame\"")
     });
@@ -667,24 +664,15 @@ fn a_stream_that_stops_sending_is_restarted_by_the_stall_timeout() {
     let _serial = serial();
     let server = RtspServer::start(0, &[("/cam", clip("tedlieu_60s_256.mp4"))], &[]);
     let dir = temp_dir("rtsp-stall");
-    let config = dir.join("streams.toml");
-    std::fs::write(
-        &config,
+    let run = run_config(
+        &dir,
         format!(
             "[streams]\nstall_timeout_s = 2\nreconnect_initial_s = 0.2\nreconnect_max_s = 0.5\n\
              retry_budget_s = 30\n\n[[stream]]\nname = \"cam\"\nurl = \"{}\"\n",
             server.url("/cam")
         ),
-    )
-    .unwrap();
-    let run = LiveRun::start(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--no-listen",
-        "--duration",
         "16",
-    ]);
+    );
     run.wait_for_line(Duration::from_secs(30), |l| l.contains("\"frame\""));
     // Freeze the server: the connection stays open, nothing arrives, no error, no EOS.
     let pid = server.child.id().to_string();
