@@ -17,11 +17,15 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::testdata;
 
 use affectstream::audio::speech_features::{
     MfccExtractor, SER_FRAMES, SER_SAMPLE_RATE, SER_WINDOW_SAMPLES,
@@ -51,20 +55,6 @@ const AUDIO_SECONDS: f64 = 6.0;
 const DECODE_LIMIT: Duration = Duration::from_secs(60);
 /// How long the pipeline runs to produce the benchmarked record.
 const RECORD_RUN: Duration = Duration::from_secs(2);
-
-/// The labeled test media: `$AFFECTSTREAM_TESTDATA`, else `../shared/testdata` beside the
-/// checkout (as the integration tests find it).
-fn testdata() -> PathBuf {
-    let dir = std::env::var_os("AFFECTSTREAM_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata"));
-    assert!(
-        dir.is_dir(),
-        "test media not found at {} (set AFFECTSTREAM_TESTDATA)",
-        dir.display()
-    );
-    dir
-}
 
 /// A decoded frame's pixels, kept so each iteration can build a fresh [`VideoFrame`].
 struct Still {
