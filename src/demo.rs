@@ -261,8 +261,6 @@ fn run_supervised(
 ) -> Result<(RunSummary, Models), PipelineError> {
     let started = std::time::Instant::now();
     let counters = targets.counters.clone();
-    let detector = models.face.detector_name();
-    let provider = models.provider;
     let mut fusion = run.fusion.clone();
     fusion.wait_for_voice = false;
     let (stages, records_rx) = Stages::spawn(models, inputs, fusion, &source.name, None)?;
@@ -307,16 +305,8 @@ fn run_supervised(
         }
         .into());
     }
-    let summary = RunSummary {
-        records: summary.records,
-        records_with_faces: summary.records_with_faces,
-        frames: counters.frames.load(Ordering::Relaxed),
-        wall: started.elapsed(),
-        provider,
-        detector,
-        latency: summary.latency,
-    };
-    Ok((summary, models))
+    let frames = counters.frames.load(Ordering::Relaxed);
+    Ok((RunSummary::new(summary, frames, started, &models), models))
 }
 
 /// Puts a display tap and a drop-oldest queue between capture and the face stage: the UI

@@ -24,7 +24,7 @@ use crate::fusion::{Fusion, FusionConfig};
 use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::LatencyStats;
 use crate::record::Record;
-use crate::sink::{JsonlSink, JsonlTarget, SinkError};
+use crate::sink::{JsonlSink, JsonlTarget, SinkError, SinkSummary};
 
 /// Capacity of the channels between stages after capture.
 pub const STAGE_QUEUE: usize = 8;
@@ -117,6 +117,22 @@ pub struct RunSummary {
     pub detector: &'static str,
     /// Latency statistics.
     pub latency: LatencyStats,
+}
+
+impl RunSummary {
+    /// The summary of a finished run: what its sink counted, the frames its capture decoded,
+    /// the wall time since `started`, and the provider and detector of its models.
+    pub fn new(sink: SinkSummary, frames: u64, started: Instant, models: &Models) -> Self {
+        Self {
+            records: sink.records,
+            records_with_faces: sink.records_with_faces,
+            frames,
+            wall: started.elapsed(),
+            provider: models.provider,
+            detector: models.face.detector_name(),
+            latency: sink.latency,
+        }
+    }
 }
 
 /// The loaded models, ready to be moved into stage threads.
@@ -227,8 +243,6 @@ pub fn run_capture(
             .map_err(|_| PipelineError::StageCrashed("timer"))?;
     }
     let counters = capture.counters.clone();
-    let detector = models.face.detector_name();
-    let provider = models.provider;
     let progress = opts
         .progress
         .then(|| progress_bar(capture.duration()))
@@ -262,16 +276,8 @@ pub fn run_capture(
     let models = models?;
     let summary = summary?;
     captured?;
-    let summary = RunSummary {
-        records: summary.records,
-        records_with_faces: summary.records_with_faces,
-        frames: counters.frames.load(std::sync::atomic::Ordering::Relaxed),
-        wall: started.elapsed(),
-        provider,
-        detector,
-        latency: summary.latency,
-    };
-    Ok((summary, models))
+    let frames = counters.frames.load(std::sync::atomic::Ordering::Relaxed);
+    Ok((RunSummary::new(summary, frames, started, &models), models))
 }
 
 /// The stage threads of one source: face, expression encoder, audio and fusion, joined by
