@@ -279,11 +279,13 @@ fn stages(c: &mut Criterion) {
         valence: 0.08,
         arousal: -0.28,
         reliability: face_reliability(&face_quality, &params),
+        spread: [0.05, 0.1],
     };
     let voice_estimate = Estimate {
         valence: 0.12,
         arousal: 0.35,
         reliability: voice_reliability(&voice_quality, &params),
+        spread: [0.1, 0.05],
     };
     let mut group = c.benchmark_group("fusion");
     group.bench_function("fuse_step", |b| {

@@ -10,6 +10,7 @@ use affectstream::audio::AudioConfig;
 use affectstream::config::Config;
 use affectstream::encode::runtime::DeviceRequest;
 use affectstream::face::FaceConfig;
+use affectstream::fusion::calibration::CalibrationMode;
 use affectstream::manifest;
 use affectstream::pipeline::{self, RunOptions};
 use affectstream::sink::JsonlTarget;
@@ -36,6 +37,10 @@ enum Command {
 
 #[derive(Args)]
 struct EvalArgs {
+    /// Per-person calibration: `track` (each face and the voice against its own running
+    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
+    #[arg(long, value_enum)]
+    calibration: Option<CalibrationMode>,
     /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -68,6 +73,10 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct BenchArgs {
+    /// Per-person calibration: `track` (each face and the voice against its own running
+    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
+    #[arg(long, value_enum)]
+    calibration: Option<CalibrationMode>,
     /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -110,6 +119,10 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct RunArgs {
+    /// Per-person calibration: `track` (each face and the voice against its own running
+    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
+    #[arg(long, value_enum)]
+    calibration: Option<CalibrationMode>,
     /// Configuration file (TOML): `[fusion]` (docs/fusion.md), `[streams]` defaults and
     /// `[[stream]]` entries (name, url, per-stream options).
     #[arg(long)]
@@ -244,6 +257,9 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         run.fusion.params = Config::load(path)?.fusion;
     }
+    if let Some(mode) = args.calibration {
+        run.fusion.params.calibration.mode = mode;
+    }
     let opts = affectstream::eval::EvalOptions {
         run,
         va_table: args
@@ -278,6 +294,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.config {
         run.fusion.params = Config::load(path)?.fusion;
     }
+    if let Some(mode) = args.calibration {
+        run.fusion.params.calibration.mode = mode;
+    }
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
@@ -311,6 +330,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Config::default(),
     };
     fusion.params = config.fusion;
+    if let Some(mode) = args.calibration {
+        fusion.params.calibration.mode = mode;
+    }
     let opts = RunOptions {
         fusion,
         out: args

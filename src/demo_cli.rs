@@ -7,6 +7,7 @@ use clap::Args;
 use affectstream::config::Config;
 use affectstream::demo::{DemoOptions, DemoSummary};
 use affectstream::encode::runtime::DeviceRequest;
+use affectstream::fusion::calibration::CalibrationMode;
 use affectstream::manifest;
 use affectstream::pipeline::RunOptions;
 
@@ -32,6 +33,10 @@ pub struct DemoArgs {
     /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Per-person calibration: `track` (each face and the voice against its own running
+    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
+    #[arg(long, value_enum)]
+    calibration: Option<CalibrationMode>,
     /// Model manifest.
     #[arg(long, default_value_os_t = manifest::default_manifest_path())]
     models: PathBuf,
@@ -50,6 +55,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
     };
     if let Some(path) = &args.config {
         run.fusion.params = Config::load(path)?.fusion;
+    }
+    if let Some(mode) = args.calibration {
+        run.fusion.params.calibration.mode = mode;
     }
     let opts = DemoOptions {
         run,

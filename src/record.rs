@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+pub use crate::fusion::calibration::CalibrationState;
+
 /// One output record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -70,10 +72,17 @@ pub struct FaceRecord {
     pub landmarks: Option<[[f32; 2]; 5]>,
     /// Expression probabilities in the manifest's label order.
     pub probs: Vec<f32>,
-    /// Valence from the face in [-1, 1].
+    /// Valence from the face in [-1, 1], calibrated against this face's own baseline (the
+    /// raw value when calibration is off).
     pub valence: f32,
-    /// Arousal from the face in [-1, 1].
+    /// Arousal from the face in [-1, 1], calibrated like `valence`.
     pub arousal: f32,
+    /// Valence straight from the face model, before calibration.
+    pub valence_raw: f32,
+    /// Arousal straight from the face model, before calibration.
+    pub arousal_raw: f32,
+    /// This face's calibration: baseline, seconds observed, warmed up; null when off.
+    pub calibration: Option<CalibrationState>,
     /// Sharpness of the crop: variance of its Laplacian (gray levels 0..255).
     pub blur: f32,
     /// This face fused with the voice.
@@ -90,11 +99,17 @@ pub struct VoiceRecord {
     /// Speech-emotion CNN probabilities in the manifest's label order; null before the first
     /// window or when the CNN is off.
     pub probs: Option<Vec<f32>>,
-    /// Valence from the voice in [-1, 1] (prosody, mixed with the CNN); null before the first
-    /// window.
+    /// Valence from the voice in [-1, 1] (prosody, mixed with the CNN), calibrated against
+    /// the voice's own baseline; null before the first window.
     pub valence: Option<f32>,
-    /// Arousal from the voice in [-1, 1]; null before the first window.
+    /// Arousal from the voice in [-1, 1], calibrated; null before the first window.
     pub arousal: Option<f32>,
+    /// Valence from the voice before calibration; null before the first window.
+    pub valence_raw: Option<f32>,
+    /// Arousal from the voice before calibration; null before the first window.
+    pub arousal_raw: Option<f32>,
+    /// The voice's calibration; null when off or before the first window.
+    pub calibration: Option<CalibrationState>,
     /// [valence, arousal] from prosody alone; null without voiced speech in the window.
     pub prosody: Option<[f32; 2]>,
     /// Speech-to-noise ratio estimate, dB.

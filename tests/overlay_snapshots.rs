@@ -9,7 +9,7 @@ use affectstream::overlay::paint::{OverlayView, style};
 use affectstream::overlay::state::{
     DisplayFrame, DisplayState, LatencyFigures, SourceState, Stats, VoiceInput,
 };
-use affectstream::record::{FaceRecord, Fused, Record, StageTimes, VoiceRecord};
+use affectstream::record::{CalibrationState, FaceRecord, Fused, Record, StageTimes, VoiceRecord};
 use eframe::egui;
 use egui_kittest::{Harness, SnapshotOptions};
 
@@ -70,6 +70,9 @@ fn face(v: f32, a: f32, fused: Option<Fused>) -> FaceRecord {
         probs: vec![0.05, 0.0, 0.05, 0.6, 0.05, 0.05, 0.2],
         valence: v,
         arousal: a,
+        valence_raw: v - 0.2,
+        arousal_raw: a + 0.3,
+        calibration: None,
         blur: 250.0,
         fused,
     }
@@ -82,6 +85,9 @@ fn voice(v: f32, a: f32) -> VoiceRecord {
         probs: None,
         valence: Some(v),
         arousal: Some(a),
+        valence_raw: Some(v),
+        arousal_raw: Some(a),
+        calibration: None,
         prosody: Some([v, a]),
         snr_db: Some(25.0),
         clipping: Some(0.0),
@@ -208,6 +214,26 @@ fn both_agreeing() {
     });
     state.frame = Some(frame());
     render("overlay_both_agreeing", state);
+}
+
+#[test]
+fn calibrating_with_raw_values() {
+    // Three seconds into a clip: the face is still calibrating; `v` shows the raw values too.
+    let mut state = played(3.0, |t| {
+        let (fv, fa) = (0.1 + wave(t, 4.0, 0.1), 0.05);
+        let (vv, va) = (0.0, 0.1);
+        let f = fused(0.7 * fv + 0.3 * vv, 0.4 * fa + 0.6 * va, 0.05, 0.7, 0.4);
+        let mut face = face(fv, fa, Some(f));
+        face.calibration = Some(CalibrationState {
+            baseline: [-0.2, 0.3],
+            observed_s: t as f32,
+            warmed_up: false,
+        });
+        record(t, vec![face], Some(voice(vv, va)), Some(f))
+    });
+    state.frame = Some(frame());
+    state.show_raw = true;
+    render("overlay_calibrating_raw", state);
 }
 
 #[test]

@@ -282,16 +282,18 @@ impl OneEuroParams {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConflictParams {
-    /// Disagreement (distance in valence/arousal units) that counts as half a conflict:
-    /// `h(δ) = (δ/scale)² / (1 + (δ/scale)²)`. Default 0.6: model noise of 0.2 gives 0.1, a
-    /// disagreement of 0.6 gives 0.5, opposite signs (≈1.2 and up) 0.8 and up.
+    /// Disagreement, in units of the combined uncertainty σ (see [`raw_conflict`]), that
+    /// counts as half a conflict: `h(z) = (z/scale)² / (1 + (z/scale)²)`. Default 2: a
+    /// disagreement of one σ (ordinary model noise) gives 0.2, two σ 0.5, three σ 0.69.
     pub scale: f32,
-    /// Time constant (s) of the exponential smoothing of the raw conflict. Default 0.5. 0 turns
-    /// smoothing off.
+    /// Time constant (s) of the exponential smoothing of the raw conflict. Default 1: a
+    /// disagreement must last about a second to count fully, which separates sustained
+    /// disagreement from frame-to-frame model noise. 0 turns smoothing off.
     pub smoothing_s: f64,
-    /// An event starts when the smoothed conflict rises above this. Default 0.35.
+    /// An event starts when the smoothed conflict rises above this. Default 0.16, chosen on
+    /// congruent data for the false-alarm rate stated in docs/fusion.md §6.
     pub on: f32,
-    /// An event ends when the smoothed conflict falls below this; must be < `on`. Default 0.2.
+    /// An event ends when the smoothed conflict falls below this; must be < `on`. Default 0.1.
     pub off: f32,
     /// Minimum event duration (s): the smoothed conflict must stay at or above `off` this long
     /// after crossing `on` before the event is reported (and its start dated back to the
@@ -300,17 +302,34 @@ pub struct ConflictParams {
     /// Per-dimension attribution: when the smaller of the two dimensions' conflict is at least
     /// this fraction of the larger, the event is attributed to both. Default 0.7.
     pub both_ratio: f32,
+    /// Base uncertainty (standard deviation, VA units) of the face's [valence, arousal]: how
+    /// far a categorical face model's estimate typically is from the truth. Default
+    /// [0.3, 0.45]: faces carry valence well and arousal poorly.
+    pub face_sigma: [f32; 2],
+    /// Base uncertainty of the voice's [valence, arousal]. Default [0.6, 0.3]: prosody carries
+    /// arousal well and valence poorly (its valence head scored near chance).
+    pub voice_sigma: [f32; 2],
+    /// Extra face uncertainty at maximal classifier entropy (added in quadrature, scaled by
+    /// the normalised entropy of the expression probabilities). Default 0.3.
+    pub entropy_sigma: f32,
+    /// Time constant (s) of each modality's running spread (exponentially weighted standard
+    /// deviation of its own recent estimates), added in quadrature. Default 2.
+    pub spread_s: f64,
 }
 
 impl Default for ConflictParams {
     fn default() -> Self {
         Self {
-            scale: 0.6,
-            smoothing_s: 0.5,
-            on: 0.35,
-            off: 0.2,
+            scale: 2.0,
+            smoothing_s: 1.0,
+            on: 0.16,
+            off: 0.1,
             min_duration_s: 0.5,
             both_ratio: 0.7,
+            face_sigma: [0.3, 0.45],
+            voice_sigma: [0.6, 0.3],
+            entropy_sigma: 0.3,
+            spread_s: 2.0,
         }
     }
 }
@@ -335,6 +354,16 @@ impl ConflictParams {
         if self.both_ratio <= 0.0 {
             return Err(invalid("conflict.both_ratio", "must be > 0, got 0"));
         }
+        for (name, sigma) in [
+            ("conflict.face_sigma", self.face_sigma),
+            ("conflict.voice_sigma", self.voice_sigma),
+        ] {
+            for x in sigma {
+                check_positive(name, x.into())?;
+            }
+        }
+        check_non_negative("conflict.entropy_sigma", self.entropy_sigma.into())?;
+        check_positive("conflict.spread_s", self.spread_s)?;
         Ok(())
     }
 }
@@ -372,6 +401,8 @@ pub struct FusionParams {
     pub smoother: OneEuroParams,
     /// Conflict mapping, smoothing and events.
     pub conflict: ConflictParams,
+    /// Per-person calibration of each modality before fusion.
+    pub calibration: super::calibration::CalibrationParams,
 }
 
 impl Default for FusionParams {
@@ -389,6 +420,7 @@ impl Default for FusionParams {
             stale_after_s: 0.5,
             smoother: OneEuroParams::default(),
             conflict: ConflictParams::default(),
+            calibration: super::calibration::CalibrationParams::default(),
         }
     }
 }
@@ -448,7 +480,8 @@ impl FusionParams {
         }
         check_positive("stale_after_s", self.stale_after_s)?;
         self.smoother.validate("smoother")?;
-        self.conflict.validate()
+        self.conflict.validate()?;
+        self.calibration.validate()
     }
 }
 
@@ -724,6 +757,11 @@ pub struct Estimate {
     /// Reliability in [0, 1], e.g. from [`face_reliability`] or [`voice_reliability`]; 0 means
     /// absent.
     pub reliability: f32,
+    /// Uncertainty of this estimate beyond the modality's base uncertainty
+    /// ([`ConflictParams::face_sigma`] / [`ConflictParams::voice_sigma`]), standard deviation per
+    /// [valence, arousal], ≥ 0: the spread of the modality's recent estimates, the classifier's
+    /// entropy. Only the conflict uses it.
+    pub spread: [f32; 2],
 }
 
 impl Estimate {
@@ -738,6 +776,13 @@ impl Estimate {
             valence: self.valence.clamp(-1.0, 1.0),
             arousal: self.arousal.clamp(-1.0, 1.0),
             reliability: r,
+            spread: self.spread.map(|s| {
+                if s.is_finite() {
+                    s.clamp(0.0, 2.0)
+                } else {
+                    2.0
+                }
+            }),
         })
     }
 }
@@ -804,10 +849,13 @@ fn disagreement(delta: f64, scale: f32) -> f64 {
     if h.is_nan() { 1.0 } else { h }
 }
 
-/// Raw conflict between two estimates: joint reliability `J = sqrt(r_f·r_v)` times
-/// `h(δ)` ([`ConflictParams::scale`]) with δ the distance in the valence–arousal plane (total)
-/// or the absolute difference of one dimension. 0 when either estimate is absent. Symmetric in
-/// its two arguments.
+/// Raw conflict between two estimates, in units of their uncertainty. Per dimension d the
+/// disagreement is `z_d = |x_face − x_voice| / σ_d` with
+/// `σ_d² = (face_sigma_d² + spread_face_d²) / r_face + (voice_sigma_d² + spread_voice_d²) / r_voice`:
+/// each modality's variance is its base uncertainty plus its own spread, inflated by how
+/// unreliable it is now (r = 1: as is; r = 0.25: twice the standard deviation). The conflict is
+/// `h(z)` ([`ConflictParams::scale`], in σ units) with z the per-dimension `z_d` or, for the
+/// total, `hypot(z_valence, z_arousal)`. 0 when either estimate is absent.
 pub fn raw_conflict(face: Option<Estimate>, voice: Option<Estimate>, p: &FusionParams) -> Conflict {
     let (Some(f), Some(v)) = (
         face.and_then(Estimate::sanitized),
@@ -815,15 +863,23 @@ pub fn raw_conflict(face: Option<Estimate>, voice: Option<Estimate>, p: &FusionP
     ) else {
         return Conflict::ZERO;
     };
-    let joint = (f64::from(f.reliability) * f64::from(v.reliability)).sqrt();
-    let dv = (f64::from(f.valence) - f64::from(v.valence)).abs();
-    let da = (f64::from(f.arousal) - f64::from(v.arousal)).abs();
-    let scale = p.conflict.scale;
-    let c = |delta: f64| (joint * disagreement(delta, scale)).clamp(0.0, 1.0) as f32;
+    let c = &p.conflict;
+    let variance = |base: f32, spread: f32, r: f32| {
+        (f64::from(base).powi(2) + f64::from(spread).powi(2)) / f64::from(r)
+    };
+    let sigma = |d: usize| {
+        (variance(c.face_sigma[d], f.spread[d], f.reliability)
+            + variance(c.voice_sigma[d], v.spread[d], v.reliability))
+        .sqrt()
+        .max(1e-6)
+    };
+    let zv = (f64::from(f.valence) - f64::from(v.valence)).abs() / sigma(0);
+    let za = (f64::from(f.arousal) - f64::from(v.arousal)).abs() / sigma(1);
+    let amount = |z: f64| disagreement(z, c.scale).clamp(0.0, 1.0) as f32;
     Conflict {
-        total: c(dv.hypot(da)),
-        valence: c(dv),
-        arousal: c(da),
+        total: amount(zv.hypot(za)),
+        valence: amount(zv),
+        arousal: amount(za),
     }
 }
 
@@ -1314,6 +1370,7 @@ mod tests {
             valence,
             arousal,
             reliability,
+            spread: [0.0, 0.0],
         })
     }
 
@@ -1383,7 +1440,7 @@ mod tests {
             (|p| p.conflict.scale = 0.0, "conflict.scale"),
             (|p| p.conflict.smoothing_s = -1.0, "conflict.smoothing_s"),
             (|p| p.conflict.on = 1.5, "conflict.on"),
-            (|p| p.conflict.off = 0.35, "conflict.off"),
+            (|p| p.conflict.off = 0.2, "conflict.off"),
             (
                 |p| p.conflict.min_duration_s = -0.1,
                 "conflict.min_duration_s",
@@ -1885,21 +1942,45 @@ mod tests {
         assert!((s.arousal.unwrap() + 0.2).abs() < EPS); // 0.4 − 0.6
     }
 
+    /// Parameters whose combined base uncertainty is 0.5 in both dimensions.
+    fn half_sigma() -> FusionParams {
+        let mut p = FusionParams::default();
+        p.conflict.face_sigma = [0.3, 0.3];
+        p.conflict.voice_sigma = [0.4, 0.4];
+        p
+    }
+
+    /// Both modalities with base uncertainty 0.4 in both dimensions.
+    fn half_sigma_equal() -> FusionParams {
+        let mut p = FusionParams::default();
+        p.conflict.face_sigma = [0.4, 0.4];
+        p.conflict.voice_sigma = [0.4, 0.4];
+        p
+    }
+
     #[test]
     fn conflict_reports_the_disagreeing_dimension() {
-        let p = FusionParams::default();
-        // Opposite valence, same arousal, both fully reliable.
+        let p = half_sigma();
+        // Opposite valence, same arousal, both fully reliable: z = 1.2 / 0.5 = 2.4.
         let c = raw_conflict(est(0.6, 0.3, 1.0), est(-0.6, 0.3, 1.0), &p);
         assert_eq!(c.arousal, 0.0);
-        assert!((c.valence - 0.8).abs() < EPS, "{c:?}"); // δ = 1.2 = 2·scale → 4/5
+        assert!((c.valence - 1.44 / 2.44).abs() < EPS, "{c:?}"); // (z/2)² / (1 + (z/2)²)
         assert_eq!(c.total, c.valence);
         assert_eq!(
             c.dimension(p.conflict.both_ratio),
             ConflictDimension::Valence
         );
-        // Disagreement at the scale, joint reliability sqrt(0.25·1) = 0.5 → 0.5·0.5.
-        let c = raw_conflict(est(0.0, 0.6, 0.25), est(0.0, 0.0, 1.0), &p);
-        assert!((c.arousal - 0.25).abs() < EPS, "{c:?}");
+        // Disagreement at the scale (z = 2) when both are fully reliable: 0.5.
+        let c = raw_conflict(est(0.0, 1.0, 1.0), est(0.0, 0.0, 1.0), &p);
+        assert!((c.arousal - 0.5).abs() < EPS, "{c:?}");
+        // A face of reliability 0.25 counts with four times its variance:
+        // σ² = 0.09 / 0.25 + 0.16 = 0.52, z = 1 / sqrt(0.52).
+        let c = raw_conflict(est(0.0, 1.0, 0.25), est(0.0, 0.0, 1.0), &p);
+        let x = 0.5 / 0.52f64.sqrt();
+        assert!(
+            (f64::from(c.arousal) - x * x / (1.0 + x * x)).abs() < 1e-5,
+            "{c:?}"
+        );
         assert_eq!(c.dimension(0.7), ConflictDimension::Arousal);
         let c = raw_conflict(est(0.5, 0.5, 1.0), est(-0.5, -0.5, 1.0), &p);
         assert_eq!(c.dimension(0.7), ConflictDimension::Both);
@@ -1909,6 +1990,34 @@ mod tests {
             raw_conflict(est(0.2, 0.1, 1.0), est(0.2, 0.1, 1.0), &p),
             Conflict::ZERO
         );
+    }
+
+    #[test]
+    fn an_unsure_modality_needs_a_larger_disagreement() {
+        let p = half_sigma();
+        let sure = raw_conflict(est(0.6, 0.0, 1.0), est(-0.4, 0.0, 1.0), &p);
+        let jittery = Estimate {
+            spread: [0.5, 0.0],
+            ..Estimate::default()
+        };
+        let unsure = raw_conflict(
+            Some(Estimate {
+                valence: 0.6,
+                reliability: 1.0,
+                ..jittery
+            }),
+            est(-0.4, 0.0, 1.0),
+            &p,
+        );
+        // σ grows from 0.5 to sqrt(0.5) ≈ 0.71: z from 2 to 1.41, conflict from 0.5 to 1/3.
+        assert!((sure.valence - 0.5).abs() < EPS, "{sure:?}");
+        assert!((unsure.valence - 1.0 / 3.0).abs() < 1e-4, "{unsure:?}");
+        // The default uncertainties trust the voice's valence least: the same valence gap
+        // counts less than the same arousal gap.
+        let d = FusionParams::default();
+        let on_valence = raw_conflict(est(0.5, 0.0, 1.0), est(-0.5, 0.0, 1.0), &d);
+        let on_arousal = raw_conflict(est(0.0, 0.5, 1.0), est(0.0, -0.5, 1.0), &d);
+        assert!(on_valence.total < on_arousal.total);
     }
 
     fn any_estimate() -> impl Strategy<Value = Option<Estimate>> {
@@ -1922,9 +2031,11 @@ mod tests {
     proptest! {
         #[test]
         fn conflict_symmetric_and_bounded(f in any_estimate(), v in any_estimate()) {
+            // Symmetric when both modalities have the same base uncertainty.
+            let same = half_sigma_equal();
+            prop_assert_eq!(raw_conflict(f, v, &same), raw_conflict(v, f, &same));
             let p = FusionParams::default();
             let c = raw_conflict(f, v, &p);
-            prop_assert_eq!(c, raw_conflict(v, f, &p));
             for x in [c.total, c.valence, c.arousal] {
                 prop_assert!((0.0..=1.0).contains(&x), "{c:?}");
             }
@@ -2089,7 +2200,11 @@ mod tests {
 
     #[test]
     fn noisy_conflict_around_threshold_gives_one_event() {
-        let p = ConflictParams::default();
+        // The shape of the response is checked at a 0.5 s time constant.
+        let p = ConflictParams {
+            smoothing_s: 0.5,
+            ..ConflictParams::default()
+        };
         let times = irregular_times(400, 5);
         let mut tracker = ConflictTracker::new(p);
         let mut events = Vec::new();
@@ -2134,7 +2249,11 @@ mod tests {
 
     #[test]
     fn clear_pulse_gives_one_start_and_one_end_with_its_peak() {
-        let p = ConflictParams::default();
+        // The shape of the response is checked at a 0.5 s time constant.
+        let p = ConflictParams {
+            smoothing_s: 0.5,
+            ..ConflictParams::default()
+        };
         let times = irregular_times(300, 9);
         let mut tracker = ConflictTracker::new(p);
         let mut events = Vec::new();

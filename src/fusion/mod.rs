@@ -1,6 +1,7 @@
-//! Fusion: joins face results and voice estimates by stream time (not arrival order) and
-//! combines them per face into valence, arousal and conflict. This first fusion is a
-//! reliability-weighted mean (face: detector score; voice: share of speech in the window).
+//! Fusion: joins face results and voice estimates by stream time (not arrival order),
+//! calibrates each face track and the voice against their own running baseline
+//! ([`calibration`]), and combines them per face into valence, arousal and an
+//! uncertainty-scaled conflict ([`gates`], [`uncertainty`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,14 +14,18 @@ use crate::encode::expression::FaceFrame;
 use crate::metrics::Stage;
 use crate::record::{ConflictEventRecord, FaceRecord, Fused, Record, StageTimes, VoiceRecord};
 
+pub mod calibration;
 pub mod gates;
+pub mod uncertainty;
 
 use std::collections::HashMap;
 
+use calibration::{CalibrationState, Calibrator};
 use gates::{
     Estimate, FaceQuality, FaceTrackFusion, FusedOutput, FusionParams, VoiceQuality,
     face_reliability, voice_reliability,
 };
+use uncertainty::{Spread, normalized_entropy};
 
 /// Fusion settings: how the two streams are joined here; the math is in [`FusionParams`].
 #[derive(Debug, Clone)]
@@ -79,7 +84,25 @@ pub struct Fusion {
     layout: Option<Layout>,
     frames_seen: u64,
     audio_only_backlog: VecDeque<VoiceEstimate>,
-    tracks: HashMap<u64, (FaceTrackFusion, Duration)>,
+    tracks: HashMap<u64, Track>,
+    voice_calibration: Calibrator,
+    voice_spread: Spread,
+}
+
+/// Per face track: its fusion state, its calibration and its spread, and when it was last seen.
+struct Track {
+    fusion: FaceTrackFusion,
+    calibration: Calibrator,
+    spread: Spread,
+    seen: Duration,
+}
+
+/// The voice at one time, calibrated, with its reliability.
+struct VoiceInput {
+    estimate: Option<Estimate>,
+    reliability: f32,
+    calibrated: Option<[f32; 2]>,
+    calibration: Option<CalibrationState>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -94,6 +117,8 @@ impl Fusion {
             tracing::error!("{e}; using the default fusion parameters");
             config.params = FusionParams::default();
         }
+        let calibration = config.params.calibration;
+        let spread_s = config.params.conflict.spread_s;
         Self {
             config,
             source,
@@ -107,6 +132,8 @@ impl Fusion {
             frames_seen: 0,
             audio_only_backlog: VecDeque::new(),
             tracks: HashMap::new(),
+            voice_calibration: Calibrator::voice(calibration),
+            voice_spread: Spread::new(spread_s),
         }
     }
 
@@ -214,10 +241,16 @@ impl Fusion {
             .filter(|v| at.saturating_sub(v.t_end) <= stale)
     }
 
-    /// The voice's estimate and reliability at stream time `at`.
-    fn voice_input(&self, voice: Option<&VoiceEstimate>, at: Duration) -> (Option<Estimate>, f32) {
+    /// The voice's calibrated estimate and reliability at stream time `at`. A new voice window
+    /// (a later `t_end`) also feeds the voice's baseline and spread.
+    fn voice_input(&mut self, voice: Option<&VoiceEstimate>, at: Duration) -> VoiceInput {
         let Some((v, e)) = voice.and_then(|v| Some((v, v.emotion.as_ref()?))) else {
-            return (None, 0.0);
+            return VoiceInput {
+                estimate: None,
+                reliability: 0.0,
+                calibrated: None,
+                calibration: self.voice_calibration.state(),
+            };
         };
         let quality = VoiceQuality {
             present: true,
@@ -227,24 +260,44 @@ impl Fusion {
             clipping: e.clipping,
         };
         let reliability = voice_reliability(&quality, &self.config.params);
-        let estimate = Estimate {
-            valence: e.valence,
-            arousal: e.arousal,
-            reliability,
+        let t = v.t_end.as_secs_f64();
+        let raw = [e.valence, e.arousal];
+        self.voice_calibration.observe(t, raw, reliability);
+        let calibrated = self.voice_calibration.apply(raw);
+        let spread = if reliability > 0.0 {
+            self.voice_spread.update(t, calibrated)
+        } else {
+            self.voice_spread.std()
         };
-        (Some(estimate), reliability)
+        VoiceInput {
+            estimate: Some(Estimate {
+                valence: calibrated[0],
+                arousal: calibrated[1],
+                reliability,
+                spread,
+            }),
+            reliability,
+            calibrated: Some(calibrated),
+            calibration: self.voice_calibration.state(),
+        }
     }
 
-    /// The fusion state of track `id`, created on first sight (parameters were validated in
+    /// The state of track `id`, created on first sight (parameters were validated in
     /// [`Fusion::new`]).
-    fn track(&mut self, id: u64, at: Duration) -> Option<&mut FaceTrackFusion> {
+    fn track(&mut self, id: u64, at: Duration) -> Option<&mut Track> {
         if !self.tracks.contains_key(&id) {
-            let fusion = FaceTrackFusion::new(self.config.params).ok()?;
-            self.tracks.insert(id, (fusion, at));
+            let params = self.config.params;
+            let track = Track {
+                fusion: FaceTrackFusion::new(params).ok()?,
+                calibration: Calibrator::face(params.calibration),
+                spread: Spread::new(params.conflict.spread_s),
+                seen: at,
+            };
+            self.tracks.insert(id, track);
         }
-        let entry = self.tracks.get_mut(&id)?;
-        entry.1 = at;
-        Some(&mut entry.0)
+        let track = self.tracks.get_mut(&id)?;
+        track.seen = at;
+        Some(track)
     }
 
     /// One fusion step of track `id`; no output when the track cannot be created.
@@ -256,7 +309,40 @@ impl Fusion {
         voice: Option<Estimate>,
     ) -> Option<FusedOutput> {
         let t = at.as_secs_f64();
-        Some(self.track(id, at)?.update(t, face, voice))
+        Some(self.track(id, at)?.fusion.update(t, face, voice))
+    }
+
+    /// Calibrates one face of track `id` at `at`: feeds its baseline and spread, returns the
+    /// calibrated estimate (its spread includes the classifier's entropy) and the state.
+    fn face_input(
+        &mut self,
+        id: u64,
+        at: Duration,
+        raw: [f32; 2],
+        reliability: f32,
+        probs: &[f32],
+    ) -> (Estimate, Option<CalibrationState>) {
+        let entropy_sigma = self.config.params.conflict.entropy_sigma * normalized_entropy(probs);
+        let t = at.as_secs_f64();
+        let Some(track) = self.track(id, at) else {
+            let estimate = Estimate {
+                valence: raw[0],
+                arousal: raw[1],
+                reliability,
+                spread: [entropy_sigma; 2],
+            };
+            return (estimate, None);
+        };
+        track.calibration.observe(t, raw, reliability);
+        let calibrated = track.calibration.apply(raw);
+        let spread = track.spread.update(t, calibrated);
+        let estimate = Estimate {
+            valence: calibrated[0],
+            arousal: calibrated[1],
+            reliability,
+            spread: spread.map(|s| s.hypot(entropy_sigma)),
+        };
+        (estimate, track.calibration.state())
     }
 
     /// Closes tracks unseen for longer than the timeout; returns their final events.
@@ -265,13 +351,13 @@ impl Fusion {
         let expired: Vec<u64> = self
             .tracks
             .iter()
-            .filter(|(_, (_, seen))| now.saturating_sub(*seen) > timeout)
+            .filter(|(_, track)| now.saturating_sub(track.seen) > timeout)
             .map(|(id, _)| *id)
             .collect();
         let mut events = Vec::new();
         for id in expired {
-            if let Some((fusion, _)) = self.tracks.remove(&id) {
-                events.extend(close_track(id, fusion, now));
+            if let Some(track) = self.tracks.remove(&id) {
+                events.extend(close_track(id, track.fusion, now));
             }
         }
         events
@@ -282,7 +368,8 @@ impl Fusion {
         stamps.start(Stage::Fuse);
         let at = frame.meta.pts + frame.meta.duration;
         let voice = self.fresh_voice(at).cloned();
-        let (voice_in, voice_reliability) = self.voice_input(voice.as_ref(), at);
+        let voice_now = self.voice_input(voice.as_ref(), at);
+        let (voice_in, voice_reliability) = (voice_now.estimate, voice_now.reliability);
         let mut events = self.expire_tracks(frame.meta.pts);
         let mut faces = Vec::with_capacity(frame.faces.len());
         for f in &frame.faces {
@@ -296,11 +383,13 @@ impl Fusion {
                 track_age_s: f.track_age.as_secs_f32(),
             };
             let face_reliability = face_reliability(&quality, &self.config.params);
-            let face_in = Estimate {
-                valence: f.valence,
-                arousal: f.arousal,
-                reliability: face_reliability,
-            };
+            let (face_in, calibration) = self.face_input(
+                f.id,
+                frame.meta.pts,
+                [f.valence, f.arousal],
+                face_reliability,
+                &f.probs,
+            );
             let out = self.step(f.id, frame.meta.pts, Some(face_in), voice_in);
             if let Some(out) = &out {
                 events.extend(
@@ -320,8 +409,11 @@ impl Fusion {
                 score: f.detection.score,
                 landmarks: f.detection.landmarks,
                 probs: f.probs.clone(),
-                valence: f.valence,
-                arousal: f.arousal,
+                valence: face_in.valence,
+                arousal: face_in.arousal,
+                valence_raw: f.valence,
+                arousal_raw: f.arousal,
+                calibration,
                 blur: f.blur,
                 fused: out.and_then(|o| fused_record(&o, [face_reliability, voice_reliability])),
             });
@@ -363,15 +455,16 @@ impl Fusion {
             },
             device: self.device,
             faces,
-            voice: voice.as_ref().map(voice_record),
+            voice: voice.as_ref().map(|v| voice_record(v, &voice_now)),
             fused,
             events,
         }
     }
 
     fn audio_only_record(&mut self, v: VoiceEstimate) -> Record {
-        let (voice_in, reliability) = self.voice_input(Some(&v), v.t_end);
-        let out = self.step(VOICE_ONLY_TRACK, v.t_end, None, voice_in);
+        let voice_now = self.voice_input(Some(&v), v.t_end);
+        let reliability = voice_now.reliability;
+        let out = self.step(VOICE_ONLY_TRACK, v.t_end, None, voice_now.estimate);
         let events = out
             .as_ref()
             .map(|o| {
@@ -393,7 +486,7 @@ impl Fusion {
             stages_ms: StageTimes::default(),
             device: self.device,
             faces: Vec::new(),
-            voice: Some(voice_record(&v)),
+            voice: Some(voice_record(&v, &voice_now)),
             fused: out.and_then(|o| fused_record(&o, [0.0, reliability])),
             events,
         }
@@ -403,7 +496,7 @@ impl Fusion {
     fn close_all(&mut self) -> Vec<ConflictEventRecord> {
         self.tracks
             .drain()
-            .flat_map(|(id, (fusion, seen))| close_track(id, fusion, seen))
+            .flat_map(|(id, track)| close_track(id, track.fusion, track.seen))
             .collect()
     }
 
@@ -471,14 +564,17 @@ fn close_track(id: u64, mut fusion: FaceTrackFusion, at: Duration) -> Vec<Confli
         .collect()
 }
 
-fn voice_record(v: &VoiceEstimate) -> VoiceRecord {
+fn voice_record(v: &VoiceEstimate, input: &VoiceInput) -> VoiceRecord {
     let e = v.emotion.as_ref();
     VoiceRecord {
         speech_prob: v.speech_prob,
         speech_fraction: v.speech_fraction,
         probs: e.and_then(|e| e.probs.clone()),
-        valence: e.map(|e| e.valence),
-        arousal: e.map(|e| e.arousal),
+        valence: input.calibrated.map(|c| c[0]),
+        arousal: input.calibrated.map(|c| c[1]),
+        valence_raw: e.map(|e| e.valence),
+        arousal_raw: e.map(|e| e.arousal),
+        calibration: input.calibrated.and(input.calibration),
         prosody: e.and_then(|e| e.prosody).map(|(v, a)| [v, a]),
         snr_db: e.and_then(|e| e.snr_db),
         clipping: e.map(|e| e.clipping),

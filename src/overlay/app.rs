@@ -89,6 +89,7 @@ pub struct OverlayApp {
     screenshot_dir: PathBuf,
     view: OverlayView,
     frozen: Option<DisplayState>,
+    show_raw: bool,
     shown: ShownMeter,
     last_serial: u64,
     first_shown: Option<Instant>,
@@ -111,6 +112,7 @@ impl OverlayApp {
             screenshot_dir,
             view: OverlayView::default(),
             frozen: None,
+            show_raw: false,
             shown: ShownMeter::default(),
             last_serial: 0,
             first_shown: None,
@@ -120,14 +122,18 @@ impl OverlayApp {
     }
 
     fn keys(&mut self, ctx: &egui::Context) {
-        let (space, r, s, q) = ctx.input(|i| {
+        let (space, r, s, v, q) = ctx.input(|i| {
             (
                 i.key_pressed(egui::Key::Space),
                 i.key_pressed(egui::Key::R),
                 i.key_pressed(egui::Key::S),
+                i.key_pressed(egui::Key::V),
                 i.key_pressed(egui::Key::Q) || i.key_pressed(egui::Key::Escape),
             )
         });
+        if v {
+            self.show_raw = !self.show_raw;
+        }
         if space {
             self.frozen = match self.frozen.take() {
                 Some(_) => None,
@@ -204,6 +210,7 @@ impl eframe::App for OverlayApp {
             }
         }
         state.paint_fps = self.shown.rate(now);
+        state.show_raw = self.show_raw;
         self.view.show(ui, &state);
         if let Ok(mut summary) = self.summary.lock() {
             summary.paints += 1;

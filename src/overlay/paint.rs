@@ -143,7 +143,7 @@ impl OverlayView {
                 let conflicted = face.fused.is_some_and(|f| f.conflict_active);
                 let colour = if conflicted { CONFLICT } else { FACE };
                 painter.rect_stroke(b, 3.0, Stroke::new(2.0, colour), StrokeKind::Outside);
-                let label = match &face.fused {
+                let mut label = match &face.fused {
                     Some(f) => format!(
                         "#{}  V {:+.2}  A {:+.2}  C {:.2}",
                         face.id, f.valence, f.arousal, f.conflict
@@ -153,6 +153,15 @@ impl OverlayView {
                         face.id, face.valence, face.arousal
                     ),
                 };
+                if face.calibration.is_some_and(|c| !c.warmed_up) {
+                    label.push_str("  calibrating");
+                }
+                if state.show_raw {
+                    label.push_str(&format!(
+                        "\nface V {:+.2} A {:+.2}  raw V {:+.2} A {:+.2}",
+                        face.valence, face.arousal, face.valence_raw, face.arousal_raw
+                    ));
+                }
                 let galley = painter.layout_no_wrap(label, FontId::monospace(13.0), Color32::BLACK);
                 let at = pos2(b.left() - 2.0, b.top() - galley.size().y - 4.0);
                 let bg = Rect::from_min_size(at, galley.size() + vec2(8.0, 2.0));
@@ -309,6 +318,15 @@ pub fn circumplex(ui: &mut Ui, state: &DisplayState) {
                 return;
             };
             for face in &record.faces {
+                if state.show_raw {
+                    plot.points(
+                        Points::new("face raw", points([[face.valence_raw, face.arousal_raw]]))
+                            .shape(MarkerShape::Circle)
+                            .filled(false)
+                            .radius(6.0)
+                            .color(FACE),
+                    );
+                }
                 plot.points(
                     Points::new("face", points([[face.valence, face.arousal]]))
                         .shape(MarkerShape::Circle)
@@ -590,7 +608,10 @@ pub fn status_line(ui: &mut Ui, state: &DisplayState) {
         ui.label(mono(format!("{} ms (p50/p99)", stages.join("  "))));
     });
     ui.horizontal(|ui| {
-        ui.label(RichText::new("space pause   r record   s screenshot   q quit").color(MUTED));
+        ui.label(
+            RichText::new("space pause   r record   s screenshot   v raw values   q quit")
+                .color(MUTED),
+        );
         if let Some(path) = &state.recording {
             ui.separator();
             ui.label(RichText::new(format!("recording to {path}")).color(CONFLICT));

@@ -192,6 +192,8 @@ pub struct DisplayState {
     pub recording: Option<String>,
     /// The display is paused (the pipeline goes on).
     pub paused: bool,
+    /// Show each face's raw (uncalibrated) values beside the calibrated ones (`v`).
+    pub show_raw: bool,
     /// A short note for the user (screenshot saved, recording stopped, ...).
     pub notice: Option<String>,
     /// Frames painted per second by the overlay.
@@ -538,6 +540,9 @@ mod tests {
             probs: vec![],
             valence: 0.2,
             arousal: 0.1,
+            valence_raw: 0.1,
+            arousal_raw: 0.3,
+            calibration: None,
             blur: 100.0,
             fused: Some(fused(0.3)),
         }

@@ -109,6 +109,9 @@ mod tests {
             probs: vec![],
             valence: 0.5,
             arousal: -0.25,
+            valence_raw: 0.4,
+            arousal_raw: -0.1,
+            calibration: None,
             blur: 100.0,
             fused: None,
         };
