@@ -57,7 +57,7 @@ struct EvalArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "face_image,face_video,speech,av_pair,av_labeled_av"
+        default_value = "face_image,face_video,speech,av_pair,av_labeled_av,av_streams"
     )]
     kinds: Vec<String>,
     /// At most this many files per kind.

@@ -1,7 +1,9 @@
 //! `affectstream eval`: runs the pipeline over labeled media and reports how well each modality
 //! and the fusion agree with the labels: expression accuracy with a confusion matrix, valence and
 //! arousal CCC, Spearman ρ and sign agreement against the label → (valence, arousal) table, and
-//! the ROC AUC of the conflict score for conflict vs congruent audio-visual pairs.
+//! the ROC AUC of the conflict score for conflict vs congruent audio-visual pairs, and what a user
+//! sees: how often a conflict is shown on ordinary talking-head streams (false alarms) and on
+//! conflicting and congruent pairs.
 
 pub mod stats;
 
@@ -52,12 +54,29 @@ pub struct EvalOptions {
 }
 
 /// The kinds `eval` knows, in report order.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 6] = [
     "face_image",
     "face_video",
     "speech",
     "av_pair",
     "av_labeled_av",
+    "av_streams",
+];
+
+/// A clip "shows" a conflict when an event is active in at least this share of its records.
+pub const SHOWN_SHARE: f64 = 0.2;
+
+/// What was fitted or tuned on the testdata, so a report can say which figures are in-sample.
+pub const IN_SAMPLE: [&str; 5] = [
+    "calibration priors: face prior from the 5 av_streams clips, voice prior from the same \
+     streams (scripts/calibration/fit_priors.py); RAVDESS neutral/calm only checked",
+    "conflict threshold (on/off) and smoothing: chosen on av_streams (false alarms) and \
+     av_pair (detection): both conflict figures are in-sample",
+    "prosody arousal/valence heads: fitted on the speech (RAVDESS) clips: voice figures on \
+     speech are in-sample (0.726 leave-one-speaker-out when fitting)",
+    "face crop (bare YuNet box) and the default face encoder(s): chosen on face_image and \
+     face_video",
+    "face label -> (valence, arousal) table: AffectNet category means (not testdata)",
 ];
 
 /// What one file gave, aggregated over its records.
@@ -89,6 +108,11 @@ pub struct ClipResult {
     pub conflict: Option<f64>,
     /// Mean gates [face, voice] for valence and for arousal where both are present.
     pub gates: Option<[[f64; 2]; 2]>,
+    /// Face (valence, arousal) before calibration: reliability-weighted mean over the clip.
+    pub face_raw_va: Option<[f64; 2]>,
+    /// Share of the clip's records during which a conflict event is active; `None` without a
+    /// record that has a face.
+    pub conflict_active_share: Option<f64>,
     /// Error running the file, if any.
     pub error: Option<String>,
 }
@@ -128,8 +152,20 @@ pub struct EvalReport {
     /// Confusion matrices of the face classifier per kind: rows are labels, columns are
     /// predictions (last column: no face).
     pub confusion: BTreeMap<String, Vec<(String, Vec<usize>)>>,
+    /// Face valence sign agreement on the non-neutral face videos, before calibration.
+    pub face_video_non_neutral_valence_sign_raw: Option<(f64, usize)>,
     /// Conflict ROC AUC over the audio-visual pairs (conflict vs congruent).
     pub conflict_auc: Option<f64>,
+    /// Per talking-head stream (`av_streams` with video): the share of records with an active
+    /// conflict, i.e. the false-alarm rate a user sees on ordinary speech.
+    pub stream_false_alarms: Vec<(String, f64)>,
+    /// Conflict pairs on which a conflict is shown (active in ≥ [`SHOWN_SHARE`] of the
+    /// records): (shown, pairs).
+    pub conflict_pairs_shown: (usize, usize),
+    /// Congruent pairs on which a conflict is shown: (shown, pairs).
+    pub congruent_pairs_shown: (usize, usize),
+    /// What of the testdata was used for fitting or tuning ([`IN_SAMPLE`]).
+    pub in_sample: Vec<String>,
     /// Pairs counted for the AUC: (conflict, congruent).
     pub conflict_auc_n: (usize, usize),
     /// Class labels of the face classifier (confusion columns).
@@ -269,6 +305,8 @@ fn weighted_mean(values: &[([f64; 2], f64)]) -> Option<[f64; 2]> {
 /// Aggregates a clip's records.
 fn aggregate(records: &[Record], classes: &[String]) -> ClipResult {
     let mut face_va = Vec::new();
+    let mut face_raw_va = Vec::new();
+    let mut active = 0usize;
     let mut probs_sum = vec![0.0f64; classes.len()];
     let mut voice_va = Vec::new();
     let mut fused_va = Vec::new();
@@ -284,6 +322,10 @@ fn aggregate(records: &[Record], classes: &[String]) -> ClipResult {
                 .fused
                 .map_or(f64::from(face.score), |f| f64::from(f.reliability[0]));
             face_va.push(([f64::from(face.valence), f64::from(face.arousal)], w));
+            face_raw_va.push((
+                [f64::from(face.valence_raw), f64::from(face.arousal_raw)],
+                w,
+            ));
             for (s, p) in probs_sum.iter_mut().zip(&face.probs) {
                 *s += w.max(1e-6) * f64::from(*p);
             }
@@ -295,6 +337,9 @@ fn aggregate(records: &[Record], classes: &[String]) -> ClipResult {
                 f64::from(f.reliability[1])
             });
             voice_va.push(([f64::from(val), f64::from(aro)], w));
+        }
+        if r.fused.is_some_and(|f| f.conflict_active) {
+            active += 1;
         }
         if let Some(f) = r.fused {
             fused_va.push(([f64::from(f.valence), f64::from(f.arousal)], 1.0));
@@ -342,6 +387,8 @@ fn aggregate(records: &[Record], classes: &[String]) -> ClipResult {
         fused_va: weighted_mean(&fused_va),
         conflict: (!conflicts.is_empty()).then(|| stats::mean(&conflicts)),
         gates: mean_gates,
+        face_raw_va: weighted_mean(&face_raw_va),
+        conflict_active_share: (face_records > 0).then(|| active as f64 / records.len() as f64),
         error: None,
     }
 }
@@ -484,6 +531,9 @@ fn summarize(
             continue;
         }
         let mut per_modality = BTreeMap::new();
+        if kind == "av_streams" {
+            continue;
+        }
         let has_face = kind != "speech";
         let has_voice = matches!(kind, "speech" | "av_pair" | "av_labeled_av");
         if has_face {
@@ -493,6 +543,18 @@ fn summarize(
                     &of_kind,
                     |c| (c.face_va, c.face_label.as_ref()),
                     true,
+                    table,
+                    &classes,
+                ),
+            );
+        }
+        if has_face {
+            per_modality.insert(
+                "face_raw".to_owned(),
+                agreement(
+                    &of_kind,
+                    |c| (c.face_raw_va, c.face_label.as_ref()),
+                    false,
                     table,
                     &classes,
                 ),
@@ -554,6 +616,31 @@ fn summarize(
         })
         .unzip();
     let (agree, n) = stats::sign_agreement(&pv, &lv, 0.0);
+    let (prv, plv): (Vec<f64>, Vec<f64>) = non_neutral
+        .iter()
+        .filter_map(|c| {
+            let p = c.face_raw_va?;
+            let l = table.get(c.face_label.as_ref()?)?;
+            Some((p[0], l[0]))
+        })
+        .unzip();
+    let (agree_raw, n_raw) = stats::sign_agreement(&prv, &plv, 0.0);
+    let stream_false_alarms = clips
+        .iter()
+        .filter(|c| c.kind == "av_streams")
+        .filter_map(|c| Some((c.file.clone(), c.conflict_active_share?)))
+        .collect();
+    let shown = |conflict: bool| {
+        let of: Vec<&ClipResult> = clips
+            .iter()
+            .filter(|c| c.kind == "av_pair" && c.conflict_pair == Some(conflict))
+            .collect();
+        let shown = of
+            .iter()
+            .filter(|c| c.conflict_active_share.is_some_and(|s| s >= SHOWN_SHARE))
+            .count();
+        (shown, of.len())
+    };
     let pairs: Vec<(f64, bool)> = clips
         .iter()
         .filter(|c| c.kind == "av_pair")
@@ -565,6 +652,12 @@ fn summarize(
         labels: opts.labels.display().to_string(),
         agreement: agreement_by_kind,
         face_video_non_neutral_valence_sign: (n > 0).then(|| (agree as f64 / n as f64, n)),
+        face_video_non_neutral_valence_sign_raw: (n_raw > 0)
+            .then(|| (agree_raw as f64 / n_raw as f64, n_raw)),
+        stream_false_alarms,
+        conflict_pairs_shown: shown(true),
+        congruent_pairs_shown: shown(false),
+        in_sample: IN_SAMPLE.iter().map(|s| (*s).to_owned()).collect(),
         confusion,
         conflict_auc: stats::roc_auc(&scores, &positive),
         conflict_auc_n: (
@@ -619,6 +712,9 @@ pub fn table(report: &EvalReport) -> String {
         )
         .ok();
     }
+    if let Some((v, n)) = report.face_video_non_neutral_valence_sign_raw {
+        writeln!(out, "  (before calibration: {:.1} % of {n})", v * 100.0).ok();
+    }
     if let Some(auc) = report.conflict_auc {
         let (c, k) = report.conflict_auc_n;
         writeln!(
@@ -626,6 +722,34 @@ pub fn table(report: &EvalReport) -> String {
             "conflict ROC AUC (av_pair, {c} conflict vs {k} congruent): {auc:.3}"
         )
         .ok();
+    }
+    let (cs, cn) = report.conflict_pairs_shown;
+    let (ks, kn) = report.congruent_pairs_shown;
+    if cn + kn > 0 {
+        let pct = |a: usize, n: usize| 100.0 * a as f64 / n.max(1) as f64;
+        writeln!(
+            out,
+            "conflict shown (active in >= {:.0} % of records): {cs}/{cn} conflict pairs ({:.0} %), \
+             {ks}/{kn} congruent pairs ({:.0} %)",
+            SHOWN_SHARE * 100.0,
+            pct(cs, cn),
+            pct(ks, kn)
+        )
+        .ok();
+    }
+    for (file, share) in &report.stream_false_alarms {
+        writeln!(
+            out,
+            "false alarms (conflict active) on {file}: {:.1} % of records",
+            share * 100.0
+        )
+        .ok();
+    }
+    if !report.in_sample.is_empty() {
+        writeln!(out, "in-sample (fitted or tuned on this testdata):").ok();
+        for note in &report.in_sample {
+            writeln!(out, "  - {note}").ok();
+        }
     }
     for (kind, rows) in &report.confusion {
         writeln!(

@@ -275,7 +275,11 @@ impl Calibrator {
         let mut out = [0.0; 2];
         for ((slot, x), b) in out.iter_mut().zip(raw).zip(self.baseline) {
             let x = if enabled { x - b } else { x };
-            *slot = if x.is_finite() { x.clamp(-1.0, 1.0) } else { 0.0 };
+            *slot = if x.is_finite() {
+                x.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
         }
         out
     }
