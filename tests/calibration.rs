@@ -111,9 +111,18 @@ fn bad_calibration_settings_name_the_key() {
     let dir = temp_dir("calibration-config");
     let src = testdata().join("av/streams/tedlieu_60s_256.mp4");
     for (text, key) in [
-        ("[fusion.calibration]\nwindow_s = 0\n", "calibration.window_s"),
-        ("[fusion.calibration]\nquantile = 2\n", "calibration.quantile"),
-        ("[fusion.calibration]\nface_prior = [0.0, 3.0]\n", "calibration.face_prior"),
+        (
+            "[fusion.calibration]\nwindow_s = 0\n",
+            "calibration.window_s",
+        ),
+        (
+            "[fusion.calibration]\nquantile = 2\n",
+            "calibration.quantile",
+        ),
+        (
+            "[fusion.calibration]\nface_prior = [0.0, 3.0]\n",
+            "calibration.face_prior",
+        ),
         ("[fusion.calibration]\nwarmup = 3\n", "warmup"),
         ("[fusion.calibration]\nmode = \"sometimes\"\n", "sometimes"),
     ] {
