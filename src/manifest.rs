@@ -32,9 +32,21 @@ pub enum ManifestError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "model file {path} ({role}) was converted by setup but its record {record} {problem}; run scripts/setup.sh to convert it again"
+    )]
+    Conversion {
+        role: String,
+        path: PathBuf,
+        record: PathBuf,
+        problem: String,
+    },
     #[error("model '{role}' in the manifest: {message}")]
     Invalid { role: String, message: String },
 }
+
+/// Converters `scripts/setup.sh` knows (models/convert/convert.py).
+pub const CONVERTERS: [&str; 3] = ["keras", "tfjs_graph", "faceapi_expression"];
 
 /// The whole manifest: one entry per model role.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +82,31 @@ pub struct ModelEntry {
     pub input: InputSpec,
     /// How to read the model's output.
     pub head: HeadSpec,
+    /// The pipeline runs without this model (it says once what it then lacks).
+    #[serde(default)]
+    pub optional: bool,
+    /// What is off when this optional model is missing.
+    #[serde(default)]
+    pub without: String,
+    /// The registry or URL source is not ONNX: setup converts it with this converter and
+    /// accepts the result by its reference outputs (see [`Manifest::verified_path`]).
+    #[serde(default)]
+    pub convert: Option<String>,
+    /// Files taken from the registry package (`pypi` / `npm`), the first being the model.
+    #[serde(default)]
+    pub members: Vec<PackageMember>,
+    /// sha256 of the file at `download_url`, when it is not the model itself.
+    #[serde(default)]
+    pub download_sha256: Option<String>,
+}
+
+/// One file inside a registry package.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PackageMember {
+    /// Path inside the wheel (or below the npm tarball's `package/`).
+    pub path: String,
+    /// Its sha256, lowercase hex.
+    pub sha256: String,
 }
 
 /// Input layout and normalisation of a model.
@@ -173,7 +210,10 @@ impl Manifest {
             .ok_or_else(|| ManifestError::MissingRole(role.to_owned()))
     }
 
-    /// Path of the model file for `role`, after checking it exists and its sha256 matches.
+    /// Path of the model file for `role`, after checking it exists and its sha256 matches:
+    /// the manifest's `sha256` (a mirror copy), or, for a model setup converted (`convert`),
+    /// the sha256 setup recorded in `<file>.sha256` after checking its reference outputs, made
+    /// from a source the manifest names.
     pub fn verified_path(&self, role: &str) -> Result<PathBuf, ManifestError> {
         let entry = self.entry(role)?;
         let path = self.model_dir.join(&entry.file);
@@ -187,7 +227,10 @@ impl Manifest {
             path: path.clone(),
             source,
         })?;
-        if !actual.eq_ignore_ascii_case(&entry.sha256) {
+        if actual.eq_ignore_ascii_case(&entry.sha256) {
+            return Ok(path);
+        }
+        if entry.convert.is_none() {
             return Err(ManifestError::Checksum {
                 role: role.to_owned(),
                 path,
@@ -195,21 +238,166 @@ impl Manifest {
                 actual,
             });
         }
-        Ok(path)
+        let record = conversion_record_path(&path);
+        let problem = match ConversionRecord::read(&record) {
+            Err(problem) => problem,
+            Ok(rec) if !rec.sha256.eq_ignore_ascii_case(&actual) => format!(
+                "says sha256 {}, the file has {actual} (changed since setup checked it)",
+                rec.sha256
+            ),
+            Ok(rec)
+                if !entry
+                    .source_sha256s()
+                    .any(|s| s.eq_ignore_ascii_case(&rec.source)) =>
+            {
+                format!(
+                    "names source sha256 {}, which is none of the manifest's sources (the manifest changed since)",
+                    rec.source
+                )
+            }
+            Ok(_) => return Ok(path),
+        };
+        Err(ManifestError::Conversion {
+            role: role.to_owned(),
+            path,
+            record,
+            problem,
+        })
+    }
+
+    /// The checked path of an optional model, or None (with one warning per process saying what
+    /// runs without it and how to get it) when its file is missing. A file that is there but fails
+    /// its check is still an error.
+    pub fn optional_path(&self, role: &str) -> Result<Option<PathBuf>, ManifestError> {
+        static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        match self.verified_path(role) {
+            Ok(path) => Ok(Some(path)),
+            Err(ManifestError::MissingFile { path, .. })
+                if self.entry(role).is_ok_and(|e| e.optional) =>
+            {
+                let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+                if !warned.iter().any(|r| r == role) {
+                    warned.push(role.to_owned());
+                    let without = &self.entry(role)?.without;
+                    tracing::warn!(
+                        "optional model {role} ({}) is not there: running without it ({}); to get it, \
+                         put the file in a directory, set AFFECTSTREAM_MODEL_MIRROR to it and run \
+                         scripts/setup.sh (README: Models)",
+                        path.display(),
+                        if without.is_empty() {
+                            "its feature is off"
+                        } else {
+                            without
+                        }
+                    );
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
+/// `<model file>.sha256`: what setup recorded about a model it converted.
+pub fn conversion_record_path(model: &Path) -> PathBuf {
+    let mut name = model.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// The record setup writes beside a converted model: `<sha256>  <file>` (the `sha256sum`
+/// format), then `source_sha256 <sha256 of the source it was converted from>`, then how the
+/// outputs were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversionRecord {
+    /// sha256 of the converted file.
+    pub sha256: String,
+    /// sha256 of the source file it was converted from.
+    pub source: String,
+}
+
+impl ConversionRecord {
+    /// Reads a record; the error says what is wrong with it (for [`ManifestError::Conversion`]).
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "is missing".to_owned(),
+            _ => format!("cannot be read ({e})"),
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses a record's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut lines = text.lines();
+        let sha256 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_default();
+        let source = lines
+            .find_map(|l| l.strip_prefix("source_sha256 "))
+            .map(str::trim)
+            .unwrap_or_default();
+        for (what, value) in [("sha256", sha256), ("source_sha256", source)] {
+            if !is_sha256(value) {
+                return Err(format!("has no valid {what} ('{value}')"));
+            }
+        }
+        Ok(Self {
+            sha256: sha256.to_owned(),
+            source: source.to_owned(),
+        })
+    }
+}
+
+fn is_sha256(text: &str) -> bool {
+    text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
 impl ModelEntry {
+    /// The sha256 values of the sources a converted copy may have been made from: the first
+    /// package member's and the download's.
+    pub fn source_sha256s(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .first()
+            .map(|m| m.sha256.as_str())
+            .into_iter()
+            .chain(self.download_sha256.as_deref())
+    }
+
     fn validate(&self, role: &str) -> Result<(), ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
             role: role.to_owned(),
             message,
         };
-        if self.sha256.len() != 64 || !self.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(invalid(format!(
-                "sha256 '{}' is not 64 hex digits",
-                self.sha256
-            )));
+        let shas = std::iter::once(("sha256", self.sha256.as_str()))
+            .chain(
+                self.members
+                    .iter()
+                    .map(|m| ("members.sha256", m.sha256.as_str())),
+            )
+            .chain(
+                self.download_sha256
+                    .as_deref()
+                    .map(|s| ("download_sha256", s)),
+            );
+        for (key, sha) in shas {
+            if !is_sha256(sha) {
+                return Err(invalid(format!("{key} '{sha}' is not 64 hex digits")));
+            }
+        }
+        if let Some(kind) = &self.convert {
+            if !CONVERTERS.contains(&kind.as_str()) {
+                return Err(invalid(format!(
+                    "convert '{kind}' is none of {}",
+                    CONVERTERS.join(", ")
+                )));
+            }
+            if self.source_sha256s().next().is_none() {
+                return Err(invalid(
+                    "a converted model needs the sha256 of its source (members or download_sha256)"
+                        .into(),
+                ));
+            }
         }
         match self.head.kind.as_str() {
             "classes" => {
@@ -318,5 +506,147 @@ mod tests {
             m.verified_path("x"),
             Err(ManifestError::Checksum { .. })
         ));
+    }
+
+    /// A model setup converted: accepted by the sha256 setup recorded beside it (when made from
+    /// a source the manifest names), with a clear error for each way the record can be wrong.
+    #[test]
+    fn converted_models_are_accepted_by_their_recorded_sha256() {
+        let dir = std::env::temp_dir().join(format!("afs-converted-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        let (mirror_sha, source_sha) = ("a".repeat(64), "b".repeat(64));
+        let manifest = |convert: &str| {
+            format!(
+                "[models.x]\nfile='x.onnx'\nsha256='{mirror_sha}'\n{convert}\n\
+                 members=[{{path='x.h5', sha256='{source_sha}'}}]\n\
+                 download_sha256='{}'\n[models.x.head]\nkind='vad'\n",
+                "c".repeat(64)
+            )
+        };
+        std::fs::write(&path, manifest("convert='keras'")).unwrap();
+        let m = Manifest::load(&path, &dir).unwrap();
+        let model = dir.join("x.onnx");
+        std::fs::write(&model, b"converted here").unwrap();
+        let actual = sha256_file(&model).unwrap();
+        let record = conversion_record_path(&model);
+        assert_eq!(record, dir.join("x.onnx.sha256"));
+        let err = |m: &Manifest| m.verified_path("x").unwrap_err().to_string();
+
+        // No record yet: a conversion error naming the record and the fix.
+        let e = err(&m);
+        assert!(
+            e.contains("x.onnx.sha256 is missing") && e.contains("setup"),
+            "{e}"
+        );
+
+        // A good record, from the package member or the download: accepted.
+        for src in [&source_sha, &"c".repeat(64)] {
+            std::fs::write(
+                &record,
+                format!("{actual}  x.onnx\nsource_sha256 {src}\nchecked reference outputs\n"),
+            )
+            .unwrap();
+            assert_eq!(m.verified_path("x").unwrap(), model);
+        }
+
+        // The file changed after setup checked it.
+        std::fs::write(&model, b"edited later").unwrap();
+        let e = err(&m);
+        assert!(e.contains("changed since setup checked it"), "{e}");
+        std::fs::write(&model, b"converted here").unwrap();
+
+        // Made from a source the manifest no longer names.
+        let stale = "d".repeat(64);
+        std::fs::write(
+            &record,
+            format!("{actual}  x.onnx\nsource_sha256 {stale}\n"),
+        )
+        .unwrap();
+        let e = err(&m);
+        assert!(e.contains("none of the manifest's sources"), "{e}");
+
+        // A malformed record.
+        std::fs::write(&record, "not a record\n").unwrap();
+        let e = err(&m);
+        assert!(e.contains("has no valid sha256"), "{e}");
+        std::fs::write(&record, format!("{actual}  x.onnx\n")).unwrap();
+        let e = err(&m);
+        assert!(e.contains("has no valid source_sha256"), "{e}");
+
+        // The exact file still passes by the manifest's sha256 (a mirror copy), record or not.
+        let mirror = dir.join("y.onnx");
+        std::fs::write(&mirror, b"mirror copy").unwrap();
+        let mirror_sha = sha256_file(&mirror).unwrap();
+        std::fs::write(
+            &path,
+            format!(
+                "[models.y]\nfile='y.onnx'\nsha256='{mirror_sha}'\nconvert='keras'\n\
+                 download_sha256='{source_sha}'\n[models.y.head]\nkind='vad'\n"
+            ),
+        )
+        .unwrap();
+        let m = Manifest::load(&path, &dir).unwrap();
+        assert_eq!(m.verified_path("y").unwrap(), mirror);
+
+        // Without `convert` a record is never consulted: a different file is a checksum error.
+        std::fs::write(&path, manifest("")).unwrap();
+        std::fs::write(
+            &record,
+            format!("{actual}  x.onnx\nsource_sha256 {source_sha}\n"),
+        )
+        .unwrap();
+        let m = Manifest::load(&path, &dir).unwrap();
+        assert!(matches!(
+            m.verified_path("x"),
+            Err(ManifestError::Checksum { .. })
+        ));
+
+        // Manifest errors: an unknown converter, a converted model with no source sha256.
+        std::fs::write(&path, manifest("convert='magic'")).unwrap();
+        let e = Manifest::load(&path, &dir).unwrap_err().to_string();
+        assert!(e.contains("convert 'magic' is none of keras"), "{e}");
+        std::fs::write(
+            &path,
+            format!("[models.z]\nfile='z'\nsha256='{mirror_sha}'\nconvert='keras'\n[models.z.head]\nkind='vad'\n"),
+        )
+        .unwrap();
+        let e = Manifest::load(&path, &dir).unwrap_err().to_string();
+        assert!(e.contains("needs the sha256 of its source"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_missing_optional_model_is_skipped_other_problems_are_errors() {
+        let dir = std::env::temp_dir().join(format!("afs-optional-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.toml");
+        let sha = "0".repeat(64);
+        std::fs::write(
+            &path,
+            format!(
+                "[models.opt]\nfile='opt.onnx'\nsha256='{sha}'\noptional=true\n\
+                 without='the extra'\n[models.opt.head]\nkind='vad'\n\
+                 [models.req]\nfile='req.onnx'\nsha256='{sha}'\n[models.req.head]\nkind='vad'\n"
+            ),
+        )
+        .unwrap();
+        let m = Manifest::load(&path, &dir).unwrap();
+        assert_eq!(m.entry("opt").unwrap().without, "the extra");
+        assert!(m.optional_path("opt").unwrap().is_none());
+        assert!(
+            m.optional_path("opt").unwrap().is_none(),
+            "warns once, skips every time"
+        );
+        assert!(matches!(
+            m.optional_path("req"),
+            Err(ManifestError::MissingFile { .. })
+        ));
+        std::fs::write(dir.join("opt.onnx"), b"corrupt").unwrap();
+        assert!(matches!(
+            m.optional_path("opt"),
+            Err(ManifestError::Checksum { .. })
+        ));
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

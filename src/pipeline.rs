@@ -173,13 +173,19 @@ impl Models {
             role: "prosody_head".into(),
             message,
         })?;
-        // The speech-emotion CNN is optional: a weak placeholder the voice can do without.
+        // The speech-emotion CNN is optional: a weak placeholder the voice can do without, also
+        // when its file could not be had (setup could not reach its source).
         let speech = match manifest.entry("speech_emotion") {
-            Ok(entry) if opts.audio.cnn_weight > 0.0 => Some(SpeechEncoder::new(
-                &runtime,
-                &manifest.verified_path("speech_emotion")?,
-                ClassHead::from_entry("speech_emotion", entry)?,
-            )?),
+            Ok(entry) if opts.audio.cnn_weight > 0.0 => {
+                match manifest.optional_path("speech_emotion")? {
+                    Some(path) => Some(SpeechEncoder::new(
+                        &runtime,
+                        &path,
+                        ClassHead::from_entry("speech_emotion", entry)?,
+                    )?),
+                    None => None,
+                }
+            }
             _ => None,
         };
         Ok(Self {
