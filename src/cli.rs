@@ -69,6 +69,15 @@ struct EvalArgs {
     /// Execution provider: auto, cpu or cuda.
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
+    /// Face expression ensemble: a set of the manifest's [face_ensemble.sets] (e.g. mini,
+    /// big+faceapi, all); default: the manifest's `default`.
+    #[arg(long)]
+    face_encoders: Option<String>,
+    /// Run the expression models on a face track every n-th frame, reusing its last estimate
+    /// in between (1..30; new tracks and crops that moved are encoded at once). Default: 1 for
+    /// a one-model set, 3 for an ensemble.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=30))]
+    encode_every: Option<u32>,
 }
 
 #[derive(Args)]
@@ -104,6 +113,15 @@ struct BenchArgs {
     /// Run the face detector on every n-th frame (1..30).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
     detect_every: u32,
+    /// Face expression ensemble: a set of the manifest's [face_ensemble.sets] (e.g. mini,
+    /// big+faceapi, all); default: the manifest's `default`.
+    #[arg(long)]
+    face_encoders: Option<String>,
+    /// Run the expression models on a face track every n-th frame, reusing its last estimate
+    /// in between (1..30; new tracks and crops that moved are encoded at once). Default: 1 for
+    /// a one-model set, 3 for an ensemble.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=30))]
+    encode_every: Option<u32>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -185,6 +203,19 @@ struct RunArgs {
     /// Speech-emotion window hop in seconds (0.05..10).
     #[arg(long, default_value_t = 0.5, value_parser = hop_seconds)]
     voice_hop: f64,
+    /// Face expression ensemble: a set of the manifest's [face_ensemble.sets] (e.g. mini,
+    /// big+faceapi, all); default: the manifest's `default`.
+    #[arg(long)]
+    face_encoders: Option<String>,
+    /// Run the expression models on a face track every n-th frame, reusing its last estimate
+    /// in between (1..30; new tracks and crops that moved are encoded at once). Default: 1 for
+    /// a one-model set, 3 for an ensemble.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=30))]
+    encode_every: Option<u32>,
+    /// Encode a face track sooner when its crop moved by more than this share of its side,
+    /// or its side changed by more (0..1).
+    #[arg(long, default_value_t = 0.2, value_parser = unit_interval)]
+    reencode_change: f32,
 }
 
 fn unit_interval(s: &str) -> Result<f32, String> {
@@ -254,6 +285,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
         device: args.device,
         ..RunOptions::new("")
     };
+    run.expression.set = args.face_encoders.clone();
+    run.expression.encode_every = args.encode_every;
     if let Some(path) = &args.config {
         run.fusion.params = Config::load(path)?.fusion;
     }
@@ -291,6 +324,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ..RunOptions::new(args.source.clone())
     };
     run.face.detect_interval = args.detect_every;
+    run.expression.set = args.face_encoders.clone();
+    run.expression.encode_every = args.encode_every;
     if let Some(path) = &args.config {
         run.fusion.params = Config::load(path)?.fusion;
     }
@@ -343,6 +378,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         manifest: args.models.clone(),
         model_dir: args.model_dir.clone(),
         face,
+        expression: affectstream::encode::expression::ExpressionConfig {
+            set: args.face_encoders.clone(),
+            encode_every: args.encode_every,
+            reencode_change: args.reencode_change,
+        },
         audio,
         progress: true,
         max_duration: args.duration.map(Duration::from_secs_f64),

@@ -56,6 +56,10 @@ pub struct Manifest {
     /// Prosody head file, relative to the manifest's directory.
     #[serde(default)]
     pub prosody_head: Option<String>,
+    /// The face-expression ensemble: member roles, the common label space and its
+    /// (valence, arousal) table. Absent: the `face_expression` entry alone, with its own table.
+    #[serde(default)]
+    pub face_ensemble: Option<EnsembleSpec>,
     /// Directory of the manifest file (set by [`Manifest::load`]).
     #[serde(skip)]
     pub manifest_dir: PathBuf,
@@ -140,6 +144,40 @@ pub struct InputSpec {
     /// Audio window in seconds (speech emotion).
     #[serde(default)]
     pub window_s: f32,
+    /// How face crops are cut (images): `aligned` (default: the pipeline's square around the
+    /// box, rotated so the eyes are level) or `box_pad` (the detector box, axis-aligned,
+    /// zero-padded to a centred square, as face-api cuts its faces).
+    #[serde(default)]
+    pub crop: String,
+}
+
+/// The face-expression ensemble (`[face_ensemble]`): named sets of member roles whose class
+/// probabilities are averaged in one common label space, and that space's circumplex table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSpec {
+    /// The common label space, in the order of `faces[].probs`.
+    pub labels: Vec<String>,
+    /// Common label → [valence, arousal] on Russell's circumplex, both in [-1, 1].
+    pub va: BTreeMap<String, [f32; 2]>,
+    /// Named member lists (roles of `[models.*]` entries with a `classes`, `va` or
+    /// `classes_va` head).
+    pub sets: BTreeMap<String, Vec<String>>,
+    /// The set used when none is asked for.
+    pub default: String,
+}
+
+/// The ensemble a run uses, resolved from the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedEnsemble {
+    /// Name of the set (`face_expression` for a manifest without `[face_ensemble]`).
+    pub name: String,
+    /// Common labels in output order.
+    pub labels: Vec<String>,
+    /// (valence, arousal) per common label, in `labels` order.
+    pub va: Vec<[f32; 2]>,
+    /// Member roles, in the set's order.
+    pub members: Vec<String>,
 }
 
 /// How a model's output is interpreted.
@@ -159,7 +197,25 @@ pub struct HeadSpec {
     /// Feature-map strides (`yunet`).
     #[serde(default)]
     pub strides: Vec<u32>,
+    /// Face-ensemble members: member label → common label, for labels whose name differs
+    /// from the common one (`fearful = "fear"`); `""` drops the class (the others are
+    /// renormalised).
+    #[serde(default)]
+    pub map: BTreeMap<String, String>,
+    /// Output index of the valence (`va`, `classes_va`).
+    #[serde(default)]
+    pub valence_index: Option<usize>,
+    /// Output index of the arousal (`va`, `classes_va`).
+    #[serde(default)]
+    pub arousal_index: Option<usize>,
+    /// Range [low, high] of the regressed valence and arousal, rescaled to [-1, 1]
+    /// (`va`, `classes_va`; default [-1, 1]).
+    #[serde(default)]
+    pub range: Option<[f32; 2]>,
 }
+
+/// Head kinds the face-expression ensemble takes.
+pub const FACE_HEAD_KINDS: [&str; 3] = ["classes", "va", "classes_va"];
 
 impl Manifest {
     /// Reads `models.toml` in `manifest_dir`; model files are looked up in `model_dir`.
@@ -193,6 +249,12 @@ impl Manifest {
         for (role, entry) in &manifest.models {
             entry.validate(role)?;
         }
+        if let Some(ensemble) = &manifest.face_ensemble {
+            for set in ensemble.sets.keys() {
+                manifest.resolve_ensemble(Some(set))?;
+            }
+            manifest.resolve_ensemble(None)?;
+        }
         Ok(manifest)
     }
 
@@ -208,6 +270,150 @@ impl Manifest {
         self.models
             .get(role)
             .ok_or_else(|| ManifestError::MissingRole(role.to_owned()))
+    }
+
+    /// The face-expression ensemble for `set` (the manifest's default when `None`), checked:
+    /// every member exists with a face head kind, at least one gives classes, and every member
+    /// class lands on a common label. A manifest without `[face_ensemble]` gives the
+    /// `face_expression` entry alone, with its own label order and table.
+    pub fn resolve_ensemble(&self, set: Option<&str>) -> Result<ResolvedEnsemble, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid {
+            role: "face_ensemble".into(),
+            message,
+        };
+        let Some(spec) = &self.face_ensemble else {
+            let role = "face_expression";
+            if let Some(name) = set.filter(|s| *s != role) {
+                return Err(invalid(format!(
+                    "no set '{name}': the manifest has no [face_ensemble], only '{role}'"
+                )));
+            }
+            let entry = self.entry(role)?;
+            if entry.head.kind != "classes" {
+                return Err(ManifestError::Invalid {
+                    role: role.into(),
+                    message: format!(
+                        "head.kind '{}' needs a [face_ensemble] (its common label table); \
+                         alone it must be 'classes'",
+                        entry.head.kind
+                    ),
+                });
+            }
+            let va = entry
+                .head
+                .labels
+                .iter()
+                .map(|l| {
+                    entry
+                        .head
+                        .va
+                        .get(l)
+                        .copied()
+                        .ok_or_else(|| ManifestError::Invalid {
+                            role: role.into(),
+                            message: format!("label '{l}' has no [valence, arousal] in head.va"),
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            return Ok(ResolvedEnsemble {
+                name: role.into(),
+                labels: entry.head.labels.clone(),
+                va,
+                members: vec![role.into()],
+            });
+        };
+        if spec.labels.is_empty() {
+            return Err(invalid("labels is empty".into()));
+        }
+        let mut va = Vec::with_capacity(spec.labels.len());
+        for (i, label) in spec.labels.iter().enumerate() {
+            if spec.labels[..i].contains(label) {
+                return Err(invalid(format!("label '{label}' is listed twice")));
+            }
+            let Some([v, a]) = spec.va.get(label).copied() else {
+                return Err(invalid(format!(
+                    "label '{label}' has no [valence, arousal] in face_ensemble.va"
+                )));
+            };
+            if !(-1.0..=1.0).contains(&v) || !(-1.0..=1.0).contains(&a) {
+                return Err(invalid(format!(
+                    "label '{label}': valence/arousal must lie in [-1, 1]"
+                )));
+            }
+            va.push([v, a]);
+        }
+        if let Some(extra) = spec.va.keys().find(|k| !spec.labels.contains(k)) {
+            return Err(invalid(format!(
+                "face_ensemble.va has '{extra}', which is not one of the labels"
+            )));
+        }
+        let name = set.unwrap_or(&spec.default);
+        let members = spec.sets.get(name).ok_or_else(|| {
+            invalid(format!(
+                "no set '{name}' (sets: {})",
+                spec.sets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        if members.is_empty() {
+            return Err(invalid(format!("set '{name}' has no members")));
+        }
+        let mut with_classes = 0;
+        for (i, role) in members.iter().enumerate() {
+            if members[..i].contains(role) {
+                return Err(invalid(format!("set '{name}' lists '{role}' twice")));
+            }
+            let entry = self.models.get(role).ok_or_else(|| {
+                invalid(format!(
+                    "set '{name}' names model '{role}', which has no [models.{role}] entry"
+                ))
+            })?;
+            let member_invalid = |message: String| ManifestError::Invalid {
+                role: role.clone(),
+                message: format!("file {}: {message}", entry.file),
+            };
+            if !FACE_HEAD_KINDS.contains(&entry.head.kind.as_str()) {
+                return Err(member_invalid(format!(
+                    "head.kind '{}' cannot be a face_ensemble member (one of {})",
+                    entry.head.kind,
+                    FACE_HEAD_KINDS.join(", ")
+                )));
+            }
+            if entry.head.kind.starts_with("classes") {
+                with_classes += 1;
+                for (from, to) in &entry.head.map {
+                    if !entry.head.labels.contains(from) {
+                        return Err(member_invalid(format!(
+                            "head.map maps '{from}', which is not one of its labels"
+                        )));
+                    }
+                    if !to.is_empty() && !spec.labels.contains(to) {
+                        return Err(member_invalid(format!(
+                            "head.map maps '{from}' to '{to}', which is not a common label ({})",
+                            spec.labels.join(", ")
+                        )));
+                    }
+                }
+                for label in &entry.head.labels {
+                    if !entry.head.map.contains_key(label) && !spec.labels.contains(label) {
+                        return Err(member_invalid(format!(
+                            "label '{label}' is not a common label ({}); map it in head.map",
+                            spec.labels.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        if with_classes == 0 {
+            return Err(invalid(format!(
+                "set '{name}' has no member with class outputs (faces[].probs come from them)"
+            )));
+        }
+        Ok(ResolvedEnsemble {
+            name: name.to_owned(),
+            labels: spec.labels.clone(),
+            va,
+            members: members.clone(),
+        })
     }
 
     /// Path of the model file for `role`, after checking it exists and its sha256 matches:
@@ -367,7 +573,7 @@ impl ModelEntry {
     fn validate(&self, role: &str) -> Result<(), ManifestError> {
         let invalid = |message: String| ManifestError::Invalid {
             role: role.to_owned(),
-            message,
+            message: format!("file {}: {message}", self.file),
         };
         let shas = std::iter::once(("sha256", self.sha256.as_str()))
             .chain(
@@ -400,25 +606,75 @@ impl ModelEntry {
             }
         }
         match self.head.kind.as_str() {
-            "classes" => {
+            kind @ ("classes" | "classes_va") => {
                 if self.head.labels.is_empty() {
-                    return Err(invalid("a classes head needs labels".into()));
+                    return Err(invalid(format!("a {kind} head needs labels")));
                 }
-                for label in &self.head.labels {
-                    let Some([v, a]) = self.head.va.get(label) else {
-                        return Err(invalid(format!(
-                            "label '{label}' has no [valence, arousal] in head.va"
-                        )));
-                    };
-                    if !(-1.0..=1.0).contains(v) || !(-1.0..=1.0).contains(a) {
-                        return Err(invalid(format!(
-                            "label '{label}': valence/arousal must lie in [-1, 1]"
-                        )));
+                for (i, label) in self.head.labels.iter().enumerate() {
+                    if self.head.labels[..i].contains(label) {
+                        return Err(invalid(format!("label '{label}' is listed twice")));
                     }
                 }
+                // The table is optional: ensemble members use the ensemble's common one.
+                if !self.head.va.is_empty() {
+                    for label in &self.head.labels {
+                        let Some([v, a]) = self.head.va.get(label) else {
+                            return Err(invalid(format!(
+                                "label '{label}' has no [valence, arousal] in head.va"
+                            )));
+                        };
+                        if !(-1.0..=1.0).contains(v) || !(-1.0..=1.0).contains(a) {
+                            return Err(invalid(format!(
+                                "label '{label}': valence/arousal must lie in [-1, 1]"
+                            )));
+                        }
+                    }
+                }
+                if kind == "classes_va" {
+                    self.validate_va_indices(self.head.labels.len())
+                        .map_err(invalid)?;
+                }
             }
+            "va" => self.validate_va_indices(0).map_err(invalid)?,
             "yunet" | "haar" | "vad" => {}
             other => return Err(invalid(format!("unknown head kind '{other}'"))),
+        }
+        match self.input.crop.as_str() {
+            "" | "aligned" | "box_pad" => {}
+            other => {
+                return Err(invalid(format!(
+                    "input.crop '{other}' is not 'aligned' or 'box_pad'"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a regressor's `valence_index`, `arousal_index` (both given, distinct, not among
+    /// the first `classes` outputs) and `range`.
+    fn validate_va_indices(&self, classes: usize) -> Result<(), String> {
+        let kind = &self.head.kind;
+        let (Some(v), Some(a)) = (self.head.valence_index, self.head.arousal_index) else {
+            return Err(format!(
+                "a {kind} head needs head.valence_index and head.arousal_index (output positions)"
+            ));
+        };
+        if v == a {
+            return Err(format!(
+                "head.valence_index and head.arousal_index are both {v}"
+            ));
+        }
+        if let Some(i) = [v, a].into_iter().find(|i| *i < classes) {
+            return Err(format!(
+                "head index {i} falls among the {classes} class outputs (indices 0..{classes})"
+            ));
+        }
+        if let Some([lo, hi]) = self.head.range {
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(format!(
+                    "head.range [{lo}, {hi}] must be finite with low < high"
+                ));
+            }
         }
         Ok(())
     }
@@ -473,6 +729,87 @@ mod tests {
         assert_eq!(fer.head.labels.len(), 7);
         assert_eq!(fer.input.size, [64, 64]);
         assert!(m.entry("nope").is_err());
+        let default = m.resolve_ensemble(None).unwrap();
+        assert_eq!(default.labels.len(), 7);
+        assert_eq!(default.va.len(), 7);
+        for (set, n) in [("mini", 1), ("big+faceapi", 2), ("all", 3)] {
+            assert_eq!(
+                m.resolve_ensemble(Some(set)).unwrap().members.len(),
+                n,
+                "{set}"
+            );
+        }
+        assert!(m.resolve_ensemble(Some("nope")).is_err());
+    }
+
+    fn ensemble_manifest(sets: &str, member_head: &str) -> Result<Manifest, ManifestError> {
+        let sha = "0".repeat(64);
+        Manifest::parse(&format!(
+            "[face_ensemble]\ndefault = 'a'\nlabels = ['happy', 'sad']\n\
+             [face_ensemble.va]\nhappy = [0.9, 0.4]\nsad = [-0.9, -0.4]\n\
+             [face_ensemble.sets]\n{sets}\n\
+             [models.m]\nfile = 'm.onnx'\nsha256 = '{sha}'\n[models.m.head]\n{member_head}\n\
+             [models.r]\nfile = 'r.onnx'\nsha256 = '{sha}'\n[models.r.head]\n\
+             kind = 'va'\nvalence_index = 0\narousal_index = 1\n\
+             [models.v]\nfile = 'v.onnx'\nsha256 = '{sha}'\n[models.v.head]\nkind = 'vad'\n"
+        ))
+    }
+
+    #[test]
+    fn ensembles_are_checked_when_the_manifest_is_read() {
+        let classes =
+            "kind = 'classes'\nlabels = ['joy', 'sad']\n[models.m.head.map]\njoy = 'happy'";
+        let m = ensemble_manifest("a = ['m', 'r']", classes).unwrap();
+        let e = m.resolve_ensemble(None).unwrap();
+        assert_eq!((e.name.as_str(), e.members.len()), ("a", 2));
+        assert_eq!(e.va, vec![[0.9, 0.4], [-0.9, -0.4]]);
+        for (sets, head, what) in [
+            ("a = ['m', 'nope']", classes, "no [models.nope] entry"),
+            ("a = ['r']", classes, "no member with class outputs"),
+            (
+                "a = ['m', 'v']",
+                classes,
+                "cannot be a face_ensemble member",
+            ),
+            ("b = ['m']", classes, "no set 'a'"),
+            ("a = ['m', 'm']", classes, "twice"),
+            (
+                "a = ['m']",
+                "kind = 'classes'\nlabels = ['joy', 'sad']",
+                "map it in head.map",
+            ),
+            (
+                "a = ['m']",
+                "kind = 'classes'\nlabels = ['joy', 'sad']\n[models.m.head.map]\njoy = 'glee'",
+                "not a common label",
+            ),
+            (
+                "a = ['m']",
+                "kind = 'classes'\nlabels = ['sad']\n[models.m.head.map]\njoy = 'happy'",
+                "not one of its labels",
+            ),
+        ] {
+            let err = ensemble_manifest(sets, head).unwrap_err().to_string();
+            assert!(err.contains(what), "{what}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_manifest_without_an_ensemble_uses_face_expression_alone() {
+        let sha = "0".repeat(64);
+        let m = Manifest::parse(&format!(
+            "[models.face_expression]\nfile = 'f.onnx'\nsha256 = '{sha}'\n\
+             [models.face_expression.head]\nkind = 'classes'\nlabels = ['happy', 'sad']\n\
+             [models.face_expression.head.va]\nhappy = [0.9, 0.4]\nsad = [-0.9, -0.4]\n"
+        ))
+        .unwrap();
+        let e = m.resolve_ensemble(None).unwrap();
+        assert_eq!(e.members, ["face_expression"]);
+        assert_eq!(e.labels, ["happy", "sad"]);
+        assert_eq!(e.va[1], [-0.9, -0.4]);
+        assert!(m.resolve_ensemble(Some("face_expression")).is_ok());
+        let err = m.resolve_ensemble(Some("all")).unwrap_err().to_string();
+        assert!(err.contains("no [face_ensemble]"), "{err}");
     }
 
     #[test]

@@ -15,10 +15,10 @@ use crate::audio::{AudioConfig, AudioError, AudioStage, ProsodyHeads};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::{Capture, CaptureError, CaptureOptions, CaptureOutputs, Source};
-use crate::encode::expression::{EncodeError, ExpressionEncoder};
+use crate::encode::ClassHead;
+use crate::encode::expression::{EncodeError, ExpressionConfig, ExpressionEncoder};
 use crate::encode::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
 use crate::encode::speech::SpeechEncoder;
-use crate::encode::{ClassHead, ImageInputSpec};
 use crate::face::{FaceConfig, FaceError, FaceStage, load_detector};
 use crate::fusion::{Fusion, FusionConfig};
 use crate::manifest::{Manifest, ManifestError};
@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub model_dir: PathBuf,
     /// Face stage settings.
     pub face: FaceConfig,
+    /// Expression encoder settings: which ensemble set, how often it runs.
+    pub expression: ExpressionConfig,
     /// Audio stage settings.
     pub audio: AudioConfig,
     /// Fusion settings.
@@ -92,6 +94,7 @@ impl RunOptions {
             manifest: crate::manifest::default_manifest_path(),
             model_dir: crate::manifest::default_model_dir(),
             face: FaceConfig::default(),
+            expression: ExpressionConfig::default(),
             audio: AudioConfig::default(),
             fusion: FusionConfig::default(),
             progress: false,
@@ -141,7 +144,7 @@ pub struct Models {
     pub provider: Provider,
     /// Face detection, tracking and crops.
     pub face: FaceStage,
-    /// Expression encoder.
+    /// Expression encoder (the face ensemble).
     pub expression: ExpressionEncoder,
     /// Voice activity and speech emotion.
     pub audio: AudioStage,
@@ -153,14 +156,11 @@ impl Models {
         let manifest = Manifest::load(&opts.manifest, &opts.model_dir)?;
         let runtime = Runtime::new(opts.device)?;
         let detector = load_detector(&runtime, &manifest, opts.face.detector)?;
-        let fer = manifest.entry("face_expression")?;
-        let spec = ImageInputSpec::from_entry("face_expression", fer)?;
-        let head = ClassHead::from_entry("face_expression", fer)?;
-        let expression = ExpressionEncoder::new(
+        let expression = ExpressionEncoder::from_manifest(
             &runtime,
-            &manifest.verified_path("face_expression")?,
-            spec.clone(),
-            head,
+            &manifest,
+            opts.expression.clone(),
+            opts.face.crop_margin,
         )?;
         let vad = SileroVad::new(&runtime, &manifest.verified_path("vad")?)?;
         let heads_path = manifest

@@ -99,7 +99,8 @@ fn mp4_truncated_at_several_offsets_keeps_what_decodes() {
     );
 }
 
-/// Runs the happy MEAD clip with the models in `dir`.
+/// Runs the happy MEAD clip with the models in `dir` and the `all` face ensemble (every face
+/// model loaded).
 fn run_with_model_dir(dir: &std::path::Path) -> common::Output {
     let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
     run_binary(
@@ -109,6 +110,8 @@ fn run_with_model_dir(dir: &std::path::Path) -> common::Output {
             src.to_str().unwrap(),
             "--model-dir",
             dir.to_str().unwrap(),
+            "--face-encoders",
+            "all",
         ],
         LIMIT,
     )
@@ -135,7 +138,8 @@ fn missing_model_file_says_to_run_setup() {
     assert_clear_failure(&o, "silero_vad.onnx", "scripts/setup.sh");
 }
 
-/// Runs the happy MEAD clip with a copy of the models whose manifest text went through `edit`.
+/// Runs the happy MEAD clip with a copy of the models whose manifest text went through `edit`,
+/// with the `all` face ensemble (every face model loaded).
 fn run_with_edited_manifest(name: &str, edit: impl Fn(String) -> String) -> common::Output {
     let dir = model_copy(name, |_| {});
     let manifest_src = affectstream::manifest::default_manifest_path();
@@ -157,6 +161,8 @@ fn run_with_edited_manifest(name: &str, edit: impl Fn(String) -> String) -> comm
             manifest_path.to_str().unwrap(),
             "--model-dir",
             dir.to_str().unwrap(),
+            "--face-encoders",
+            "all",
         ],
         LIMIT,
     )
@@ -176,6 +182,65 @@ fn model_of_the_wrong_shape_is_refused_at_load() {
         .replace(fer_sha, VAD_SHA)
     });
     assert_clear_failure(&o, "silero_vad.onnx", "does not fit its role");
+}
+
+const FACEAPI_SHA: &str = "e9bf84a44f0e322f70c277248e4253ba4b3e7fa58f0975ce25f9492e2c92802f";
+
+#[test]
+fn ensemble_member_missing_says_to_run_setup() {
+    let dir = model_copy("missing-member", |d| {
+        std::fs::remove_file(d.join("faceapi_expression_112.onnx")).unwrap();
+    });
+    let o = run_with_model_dir(&dir);
+    assert_clear_failure(&o, "faceapi_expression_112.onnx", "scripts/setup.sh");
+    assert!(o.stderr.contains("face_expression_faceapi"), "{}", o.stderr);
+}
+
+#[test]
+fn ensemble_member_corrupt_is_named() {
+    let dir = model_copy("corrupt-member", |d| {
+        let p = d.join("human_emotion_big_xception_fer2013.onnx");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&p, bytes).unwrap();
+    });
+    let o = run_with_model_dir(&dir);
+    assert_clear_failure(&o, "human_emotion_big_xception_fer2013.onnx", "sha256");
+    assert!(o.stderr.contains("face_expression_big"), "{}", o.stderr);
+}
+
+#[test]
+fn ensemble_member_of_the_wrong_shape_is_named() {
+    // The face-api member's entry points at the big Xception (64x64 gray, not 112x112 RGB).
+    let big_sha = "90062a419e0e27d955da644618019337b07cad14c5befbfd7340c70269944ba2";
+    let o = run_with_edited_manifest("wrong-member", |m| {
+        m.replace(
+            "file = \"faceapi_expression_112.onnx\"",
+            "file = \"human_emotion_big_xception_fer2013.onnx\"",
+        )
+        .replace(FACEAPI_SHA, big_sha)
+    });
+    assert_clear_failure(
+        &o,
+        "human_emotion_big_xception_fer2013.onnx (face_expression_faceapi)",
+        "input shape",
+    );
+}
+
+#[test]
+fn ensemble_naming_an_unknown_member_is_refused() {
+    let o = run_with_edited_manifest("unknown-member", |m| {
+        m.replace(
+            "all = [\"face_expression\",",
+            "all = [\"face_expression_nope\", \"face_expression\",",
+        )
+    });
+    assert_clear_failure(
+        &o,
+        "face_expression_nope",
+        "no [models.face_expression_nope] entry",
+    );
 }
 
 #[test]

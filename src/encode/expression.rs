@@ -1,18 +1,28 @@
-//! Face expression encoder: a batch of face crops → class probabilities → (valence, arousal)
-//! per face. Runs on its own thread between the face stage and fusion.
+//! Face expression encoder: an ensemble of face models (declared in the manifest's
+//! `[face_ensemble]`) → class probabilities averaged in one common label space, and
+//! (valence, arousal) per face: the mean of the members that regress them, else the
+//! probability-weighted mean of the common labels' circumplex points. Each member cuts its own
+//! crop (size, colour, geometry) from the frame. A schedule runs the models on a track every
+//! k-th frame, or sooner when its crop moved or scaled, and reuses the track's last estimate in
+//! between. Runs on its own thread between the face stage and fusion.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use opencv::core::Mat;
 use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::runtime::{Runtime, RuntimeError};
-use super::{ClassHead, ImageInputSpec, check_class_output};
-use crate::face::crop::extract_crop;
+use super::{ClassHead, ImageInputSpec, MemberHead, MemberOutput};
+use crate::face::crop::{
+    CropColor, CropGeometry, CropShape, FrameMat, extract_box_padded, extract_crop,
+};
 use crate::face::detection::Detection;
-use crate::face::{FaceBatch, FrameMeta, frame_mat};
+use crate::face::{FaceBatch, FrameMeta, TrackedFace, frame_mat};
+use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::Stage;
 
 /// Errors of the expression encoder.
@@ -20,6 +30,14 @@ use crate::metrics::Stage;
 pub enum EncodeError {
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("model {path} ({role}): {message}")]
+    Member {
+        role: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("expression model inference failed: {0}")]
     Inference(#[from] ort::Error),
     #[error("cutting a face crop failed: {0}")]
@@ -47,14 +65,21 @@ pub struct FaceEstimate {
     pub track_age: Duration,
     /// Box, score and landmarks.
     pub detection: Detection,
-    /// Class probabilities in the head's label order.
+    /// Class probabilities in the common label order (the ensemble's mean).
     pub probs: Vec<f32>,
     /// Valence in [-1, 1].
     pub valence: f32,
     /// Arousal in [-1, 1].
     pub arousal: f32,
-    /// Sharpness of the crop: variance of its Laplacian (gray 0..255); low means blurred.
+    /// Sharpness of the crop: variance of its Laplacian (64x64 gray aligned crop, 0..255);
+    /// low means blurred.
     pub blur: f32,
+    /// The models ran on this face in this frame; false when the schedule reused the track's
+    /// last estimate (probs, valence, arousal, blur).
+    pub encoded: bool,
+    /// Valence and arousal come from members that regress them (`va`, `classes_va` heads),
+    /// not from the class table.
+    pub regressed: bool,
 }
 
 /// A frame with the expression estimate of each of its faces.
@@ -93,38 +118,143 @@ pub fn laplacian_variance(crop: &opencv::core::Mat) -> opencv::Result<f32> {
     Ok((std[0] * std[0]) as f32)
 }
 
-/// The expression model and its head.
-pub struct ExpressionEncoder {
-    session: Session,
-    spec: ImageInputSpec,
-    head: ClassHead,
-    input_name: String,
-    crops: Vec<f32>,
+/// Settings of the expression encoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpressionConfig {
+    /// Ensemble set of the manifest's `[face_ensemble.sets]`; `None`: its `default`.
+    pub set: Option<String>,
+    /// Run the models on a track every n-th frame (1 = every frame) and reuse its last
+    /// estimate in between; a new track is always encoded at once. `None`: 1 for a set of one
+    /// model (cheap enough for every frame), [`ENSEMBLE_ENCODE_EVERY`] for an ensemble.
+    pub encode_every: Option<u32>,
+    /// Encode sooner when the crop's centre moved by more than this share of its side, or its
+    /// side changed by more than this share.
+    pub reencode_change: f32,
 }
 
-impl ExpressionEncoder {
-    /// Loads the model at `path`; checks its input and output agree with the manifest.
-    pub fn new(
+impl Default for ExpressionConfig {
+    fn default() -> Self {
+        Self {
+            set: None,
+            encode_every: None,
+            reencode_change: 0.2,
+        }
+    }
+}
+
+/// Default schedule of a set of several models: every 3rd frame (10 encodes per second per
+/// face at 30 fps).
+pub const ENSEMBLE_ENCODE_EVERY: u32 = 3;
+
+/// One model of the ensemble.
+struct Member {
+    role: String,
+    path: PathBuf,
+    session: Session,
+    input_name: String,
+    spec: ImageInputSpec,
+    head: MemberHead,
+    /// Index into the encoder's crop kinds.
+    crop: usize,
+    /// Frame of the schedule's period this member runs on (members are spread over it).
+    slot: u32,
+    /// Input tensor scratch.
+    tensor: Vec<f32>,
+}
+
+/// A crop the encoder cuts per face: members sharing it (and the sharpness measure) use one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CropKind {
+    shape: CropShape,
+    width: u32,
+    color: CropColor,
+}
+
+/// What the schedule remembers of a track between encodes.
+struct TrackMemory {
+    /// Each member's latest reading of the face.
+    outputs: Vec<Option<MemberOutput>>,
+    /// Frames since every member last ran together (track start or a crop change).
+    frame: u32,
+    /// The crop when every member last ran together.
+    geometry: CropGeometry,
+    track_age: Duration,
+    estimate: Estimate,
+    /// Index of the last frame the track was in.
+    seen: u64,
+}
+
+/// A track absent from this many frames is forgotten (the tracker keeps lost tracks for
+/// 0.5 s; a track that comes back within this is not re-encoded for its gap alone).
+const FORGET_AFTER_FRAMES: u64 = 30;
+
+/// The combined reading of a face.
+#[derive(Debug, Clone)]
+struct Estimate {
+    probs: Vec<f32>,
+    valence: f32,
+    arousal: f32,
+    blur: f32,
+    regressed: bool,
+}
+
+/// The sharpness crop: today's 64x64 gray aligned crop, whatever the members cut.
+const BLUR_CROP: CropKind = CropKind {
+    shape: CropShape::Aligned,
+    width: 64,
+    color: CropColor::Gray,
+};
+
+/// The expression ensemble, its common head and the per-track schedule.
+pub struct ExpressionEncoder {
+    members: Vec<Member>,
+    crops: Vec<CropKind>,
+    blur_crop: usize,
+    common: ClassHead,
+    set: String,
+    config: ExpressionConfig,
+    encode_every: u32,
+    crop_margin: f32,
+    tracks: HashMap<u64, TrackMemory>,
+    last_index: Option<u64>,
+}
+
+fn tensor_dims(dtype: &ort::value::ValueType) -> Vec<i64> {
+    dtype
+        .tensor_shape()
+        .map(|s| s.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+impl Member {
+    fn load(
         runtime: &Runtime,
-        path: &Path,
-        spec: ImageInputSpec,
-        head: ClassHead,
+        manifest: &Manifest,
+        role: &str,
+        common: &[String],
     ) -> Result<Self, EncodeError> {
-        let session = runtime.session(path)?;
-        let wrong = |message: String| EncodeError::WrongModel {
-            path: path.to_owned(),
+        let entry = manifest.entry(role)?;
+        let spec = ImageInputSpec::from_entry(role, entry)?;
+        let head = MemberHead::from_entry(role, entry, common)?;
+        let path = manifest.verified_path(role)?;
+        let member_err = |message: String| EncodeError::Member {
+            role: role.to_owned(),
+            path: path.clone(),
             message,
         };
+        let session = runtime.session(&path).map_err(|e| match e {
+            RuntimeError::Model { message, .. } => {
+                member_err(format!("cannot be loaded: {message}"))
+            }
+            other => EncodeError::Runtime(other),
+        })?;
+        let wrong = |message: String| member_err(format!("does not fit its role: {message}"));
         let input = session
             .inputs()
             .first()
             .ok_or_else(|| wrong("no input".into()))?;
         let input_name = input.name().to_owned();
-        let dims: Vec<i64> = input
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let dims = tensor_dims(input.dtype());
         let w = i64::from(spec.width);
         let c = i64::from(spec.channels);
         let expected = if spec.channels_last {
@@ -139,29 +269,34 @@ impl ExpressionEncoder {
                 .any(|(d, e)| *d > 0 && *d != e)
         {
             return Err(wrong(format!(
-                "input shape {dims:?} does not match the manifest's {expected:?} (plus batch)"
+                "input shape {dims:?} does not match the manifest's {} {expected:?} (plus batch)",
+                if spec.channels_last { "NHWC" } else { "NCHW" }
             )));
         }
-        check_class_output(&session, &head, path)?;
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| wrong("no output".into()))?;
+        let dims = tensor_dims(output.dtype());
+        if let Some(k) = dims.last().copied().filter(|k| *k > 0) {
+            head.check_outputs(k as usize)
+                .map_err(|m| wrong(format!("output shape {dims:?} {m}")))?;
+        }
         Ok(Self {
+            role: role.to_owned(),
+            path,
             session,
+            input_name,
             spec,
             head,
-            input_name,
-            crops: Vec::new(),
+            crop: 0,
+            slot: 0,
+            tensor: Vec::new(),
         })
     }
 
-    /// The class head (labels and their valence/arousal).
-    pub fn head(&self) -> &ClassHead {
-        &self.head
-    }
-
-    /// Runs the model on `n` crops laid out back to back in `crops`; one probability row each.
-    pub fn classify(&mut self, crops: &[f32], n: usize) -> Result<Vec<Vec<f32>>, EncodeError> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
+    /// Runs the model on the `n` faces laid out back to back in its tensor.
+    fn run(&mut self, n: usize) -> Result<Vec<MemberOutput>, EncodeError> {
         let w = self.spec.width as usize;
         let c = self.spec.channels as usize;
         let shape = if self.spec.channels_last {
@@ -169,61 +304,314 @@ impl ExpressionEncoder {
         } else {
             [n, c, w, w]
         };
-        let tensor = TensorRef::from_array_view((shape, crops))?;
+        let input = TensorRef::from_array_view((shape, &self.tensor[..]))?;
         let outputs = self
             .session
-            .run(ort::inputs![self.input_name.as_str() => tensor])?;
-        let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
+            .run(ort::inputs![self.input_name.as_str() => input])?;
+        let (shape, raw) = outputs[0].try_extract_tensor::<f32>()?;
         let k = raw.len() / n;
-        Ok(raw
-            .chunks_exact(k.max(1))
-            .take(n)
-            .map(|row| self.head.probabilities(row))
-            .collect())
+        let checked = if raw.len() != k * n || k == 0 {
+            Err(format!("{} values for {n} faces", raw.len()))
+        } else {
+            self.head.check_outputs(k)
+        };
+        checked.map_err(|m| EncodeError::Member {
+            role: self.role.clone(),
+            path: self.path.clone(),
+            message: format!("does not fit its role: output shape {:?} {m}", &shape[..]),
+        })?;
+        Ok(raw.chunks_exact(k).map(|row| self.head.read(row)).collect())
+    }
+}
+
+fn cut(
+    frame: &impl FrameMat,
+    face: &TrackedFace,
+    kind: CropKind,
+    margin: f32,
+) -> opencv::Result<Mat> {
+    match kind.shape {
+        CropShape::Aligned => extract_crop(frame, &face.crop, kind.width, kind.color),
+        CropShape::BoxPadded => {
+            extract_box_padded(frame, &face.detection, margin, kind.width, kind.color)
+        }
+    }
+}
+
+impl ExpressionEncoder {
+    /// Loads the members of the manifest's face ensemble (`config.set`, else its default):
+    /// each file sha256-checked, its input and output checked against its manifest entry.
+    /// `crop_margin` is the face stage's (used by `box_pad` crops).
+    pub fn from_manifest(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        config: ExpressionConfig,
+        crop_margin: f32,
+    ) -> Result<Self, EncodeError> {
+        let ensemble = manifest.resolve_ensemble(config.set.as_deref())?;
+        let mut crops = vec![BLUR_CROP];
+        let mut members = Vec::with_capacity(ensemble.members.len());
+        for role in &ensemble.members {
+            let mut member = Member::load(runtime, manifest, role, &ensemble.labels)?;
+            let kind = CropKind {
+                shape: member.spec.crop,
+                width: member.spec.width,
+                color: member.spec.crop_color(),
+            };
+            member.crop = crops.iter().position(|k| *k == kind).unwrap_or_else(|| {
+                crops.push(kind);
+                crops.len() - 1
+            });
+            members.push(member);
+        }
+        let encode_every = config
+            .encode_every
+            .unwrap_or(if members.len() > 1 {
+                ENSEMBLE_ENCODE_EVERY
+            } else {
+                1
+            })
+            .max(1);
+        // Spread the members over the period, so a frame pays for about one model.
+        let count = members.len() as u32;
+        for (i, member) in members.iter_mut().enumerate() {
+            member.slot = i as u32 * encode_every / count.max(1);
+        }
+        tracing::info!(
+            set = %ensemble.name,
+            members = %ensemble.members.join("+"),
+            encode_every,
+            "face expression ensemble ready"
+        );
+        Ok(Self {
+            members,
+            crops,
+            blur_crop: 0,
+            common: ClassHead {
+                labels: ensemble.labels,
+                va: ensemble.va,
+                softmax: false,
+            },
+            set: ensemble.name,
+            config,
+            encode_every,
+            crop_margin,
+            tracks: HashMap::new(),
+            last_index: None,
+        })
     }
 
-    /// Cuts the crop of every face of a batch, releases the frame, and encodes the crops.
+    /// The common head: labels of `faces[].probs` and their (valence, arousal).
+    pub fn head(&self) -> &ClassHead {
+        &self.common
+    }
+
+    /// Name of the ensemble set in use.
+    pub fn set_name(&self) -> &str {
+        &self.set
+    }
+
+    /// Roles of the members, in the set's order.
+    pub fn member_roles(&self) -> Vec<&str> {
+        self.members.iter().map(|m| m.role.as_str()).collect()
+    }
+
+    /// The encoder's settings.
+    pub fn config(&self) -> &ExpressionConfig {
+        &self.config
+    }
+
+    /// The schedule in use: the models run on a track every this many frames.
+    pub fn encode_every(&self) -> u32 {
+        self.encode_every
+    }
+
+    /// Forgets every track: the next frame starts a new stream (also done when a frame's index
+    /// does not follow the last one's).
+    pub fn reset(&mut self) {
+        self.tracks.clear();
+        self.last_index = None;
+    }
+
+    /// The track's frame in the schedule: 0 when every member runs (a new track, a crop that
+    /// moved or scaled by more than `reencode_change`, an id reused by a younger track), else
+    /// the frames since.
+    fn schedule_frame(&self, face: &TrackedFace) -> u32 {
+        let Some(m) = self.tracks.get(&face.id) else {
+            return 0;
+        };
+        let (old, new) = (m.geometry, face.crop);
+        let side = old.side.max(1.0);
+        let moved = (new.center.0 - old.center.0).hypot(new.center.1 - old.center.1) / side;
+        let scaled = (new.side / side - 1.0).abs();
+        if moved > self.config.reencode_change
+            || scaled > self.config.reencode_change
+            || face.track_age < m.track_age
+        {
+            0
+        } else {
+            m.frame.saturating_add(1).max(1)
+        }
+    }
+
+    /// Combines the members' latest readings of a face.
+    fn combine(&self, outputs: &[Option<MemberOutput>], blur: f32) -> Estimate {
+        let mut probs = vec![0.0f32; self.common.labels.len()];
+        let (mut classifying, mut vs, mut as_, mut regressing) = (0u32, 0.0f32, 0.0f32, 0u32);
+        for out in outputs.iter().flatten() {
+            if let Some(p) = &out.probs {
+                probs.iter_mut().zip(p).for_each(|(s, p)| *s += p);
+                classifying += 1;
+            }
+            if let Some((v, a)) = out.va {
+                vs += v;
+                as_ += a;
+                regressing += 1;
+            }
+        }
+        if classifying > 0 {
+            probs.iter_mut().for_each(|p| *p /= classifying as f32);
+        } else {
+            let n = probs.len().max(1) as f32;
+            probs.iter_mut().for_each(|p| *p = 1.0 / n);
+        }
+        let (valence, arousal) = if regressing > 0 {
+            (vs / regressing as f32, as_ / regressing as f32)
+        } else {
+            self.common.valence_arousal(&probs)
+        };
+        Estimate {
+            probs,
+            valence,
+            arousal,
+            blur,
+            regressed: regressing > 0,
+        }
+    }
+
+    /// Cuts the crops the schedule needs, releases the frame, runs each member on the faces it
+    /// is due for and combines every face's latest member readings; a face no member ran on
+    /// keeps its track's last estimate.
     pub fn process(&mut self, batch: FaceBatch) -> Result<FaceFrame, EncodeError> {
         let mut meta = batch.meta;
         meta.stamps.start(Stage::Encode);
-        self.crops.clear();
-        let mut blur = Vec::with_capacity(batch.faces.len());
-        {
+        if self.last_index.is_some_and(|i| meta.index <= i) {
+            self.tracks.clear();
+        }
+        self.last_index = Some(meta.index);
+        let k = self.encode_every;
+        let frames: Vec<u32> = batch.faces.iter().map(|f| self.schedule_frame(f)).collect();
+        // due[i][m]: member m runs on face i.
+        let due: Vec<Vec<bool>> = frames
+            .iter()
+            .map(|&t| {
+                self.members
+                    .iter()
+                    .map(|m| t == 0 || t % k == m.slot)
+                    .collect()
+            })
+            .collect();
+        let mut blur: Vec<Option<f32>> = vec![None; batch.faces.len()];
+        let mut faces_of: Vec<Vec<usize>> = vec![Vec::new(); self.members.len()];
+        for member in &mut self.members {
+            member.tensor.clear();
+        }
+        if due.iter().flatten().any(|d| *d) {
             let mat = frame_mat(&batch.frame)?;
-            for face in &batch.faces {
-                let crop = extract_crop(&mat, &face.crop, self.spec.width, self.spec.crop_color())?;
-                self.spec.append_normalized(&crop, &mut self.crops)?;
-                blur.push(laplacian_variance(&crop)?);
+            for (i, face) in batch.faces.iter().enumerate() {
+                if !due[i].contains(&true) {
+                    continue;
+                }
+                let mut needed = vec![false; self.crops.len()];
+                needed[self.blur_crop] = true;
+                for (m, member) in self.members.iter().enumerate() {
+                    needed[member.crop] |= due[i][m];
+                }
+                let mut crops: Vec<Option<Mat>> = Vec::with_capacity(needed.len());
+                for (kind, needed) in self.crops.iter().zip(needed) {
+                    crops.push(if needed {
+                        Some(cut(&mat, face, *kind, self.crop_margin)?)
+                    } else {
+                        None
+                    });
+                }
+                if let Some(c) = &crops[self.blur_crop] {
+                    blur[i] = Some(laplacian_variance(c)?);
+                }
+                for (m, member) in self.members.iter_mut().enumerate() {
+                    if let (true, Some(c)) = (due[i][m], &crops[member.crop]) {
+                        member.spec.append_normalized(c, &mut member.tensor)?;
+                        faces_of[m].push(i);
+                    }
+                }
             }
         }
         drop(batch.frame);
-        let crops = std::mem::take(&mut self.crops);
-        let probs = self.classify(&crops, batch.faces.len());
-        self.crops = crops;
-        let probs = probs?;
-        let faces = batch
-            .faces
-            .into_iter()
-            .zip(probs)
-            .zip(blur)
-            .map(|((face, probs), blur)| {
-                let (valence, arousal) = self.head.valence_arousal(&probs);
-                FaceEstimate {
-                    id: face.id,
+        let mut readings: Vec<Vec<Option<MemberOutput>>> =
+            vec![vec![None; self.members.len()]; due.len()];
+        for (m, member) in self.members.iter_mut().enumerate() {
+            if faces_of[m].is_empty() {
+                continue;
+            }
+            let rows = member.run(faces_of[m].len())?;
+            for (&i, row) in faces_of[m].iter().zip(rows) {
+                readings[i][m] = Some(row);
+            }
+        }
+        let mut faces = Vec::with_capacity(batch.faces.len());
+        for (i, face) in batch.faces.into_iter().enumerate() {
+            let encoded = blur[i].is_some();
+            let mut memory = match self.tracks.remove(&face.id) {
+                Some(m) if frames[i] > 0 => m,
+                _ => TrackMemory {
+                    outputs: vec![None; self.members.len()],
+                    frame: 0,
+                    geometry: face.crop,
                     track_age: face.track_age,
-                    detection: face.detection,
-                    probs,
-                    valence,
-                    arousal,
-                    blur,
+                    estimate: Estimate {
+                        probs: Vec::new(),
+                        valence: 0.0,
+                        arousal: 0.0,
+                        blur: 0.0,
+                        regressed: false,
+                    },
+                    seen: meta.index,
+                },
+            };
+            memory.seen = meta.index;
+            memory.frame = frames[i];
+            memory.track_age = face.track_age;
+            if let Some(blur) = blur[i] {
+                for (slot, reading) in memory.outputs.iter_mut().zip(&mut readings[i]) {
+                    if let Some(r) = reading.take() {
+                        *slot = Some(r);
+                    }
                 }
-            })
-            .collect();
+                memory.estimate = self.combine(&memory.outputs, blur);
+            }
+            let e = &memory.estimate;
+            faces.push(FaceEstimate {
+                id: face.id,
+                track_age: face.track_age,
+                detection: face.detection,
+                probs: e.probs.clone(),
+                valence: e.valence,
+                arousal: e.arousal,
+                blur: e.blur,
+                encoded,
+                regressed: e.regressed,
+            });
+            self.tracks.insert(face.id, memory);
+        }
+        let now = meta.index;
+        self.tracks
+            .retain(|_, m| now.saturating_sub(m.seen) <= FORGET_AFTER_FRAMES);
         meta.stamps.end(Stage::Encode);
         Ok(FaceFrame { meta, faces })
     }
 
-    /// Runs until the input channel closes or the output is gone; hands the encoder back.
+    /// Runs until the input channel closes or the output is gone; hands the encoder back,
+    /// reset for another stream.
     pub fn run(
         mut self,
         rx: Receiver<FaceBatch>,
@@ -240,6 +628,7 @@ impl ExpressionEncoder {
                 break;
             }
         }
+        self.reset();
         Ok(self)
     }
 }

@@ -43,11 +43,7 @@ pub fn crop_geometry(
 ) -> CropGeometry {
     let (fw, fh) = (frame_w.max(1) as f32, frame_h.max(1) as f32);
     let face = det.bbox.w.max(det.bbox.h);
-    // A thumbnail that is already a face crop (the face spans most of it, as in FER2013's
-    // 48x48 images) is used whole: a detector box on so few pixels is too coarse to improve on
-    // the image's own framing.
-    let short = fw.min(fh);
-    let side = if short <= THUMBNAIL_MAX && face >= ALREADY_CROPPED * short {
+    let side = if is_already_cropped(det, frame_w, frame_h) {
         fw.min(fh)
     } else {
         (face * (1.0 + margin)).min(fw.min(fh))
@@ -73,6 +69,94 @@ pub fn crop_geometry(
     }
 }
 
+/// True when the frame is a thumbnail that is already a face crop (the face spans most of it,
+/// as in FER2013's 48x48 images): it is then used whole, since a detector box on so few pixels
+/// is too coarse to improve on the image's own framing.
+pub fn is_already_cropped(det: &Detection, frame_w: u32, frame_h: u32) -> bool {
+    let short = frame_w.max(1).min(frame_h.max(1)) as f32;
+    short <= THUMBNAIL_MAX && det.bbox.w.max(det.bbox.h) >= ALREADY_CROPPED * short
+}
+
+/// How a model wants its face cut out of the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CropShape {
+    /// The pipeline's square ([`crop_geometry`]): around the box centre, inside the frame,
+    /// rotated so the eyes are level when aligning.
+    #[default]
+    Aligned,
+    /// The detector box (grown by the crop margin, clamped to the frame), axis-aligned, resized
+    /// keeping its aspect and zero-padded to a centred square (face-api's `padToSquare`; the
+    /// odd pixel of padding goes after the image). A thumbnail that is already a face crop is
+    /// used whole, as for [`CropShape::Aligned`].
+    BoxPadded,
+}
+
+/// Cuts the [`CropShape::BoxPadded`] crop of `det` out of `frame` (packed RGB) as an `out` x
+/// `out` 8-bit image in `color`.
+pub fn extract_box_padded(
+    frame: &impl FrameMat,
+    det: &Detection,
+    margin: f32,
+    out: u32,
+    color: CropColor,
+) -> opencv::Result<Mat> {
+    let (fw, fh) = (frame.cols().max(1), frame.rows().max(1));
+    let (x0, y0, x1, y1) = if is_already_cropped(det, fw as u32, fh as u32) {
+        (0, 0, fw, fh)
+    } else {
+        let (cx, cy) = det.bbox.center();
+        let (hw, hh) = (
+            det.bbox.w * (1.0 + margin) / 2.0,
+            det.bbox.h * (1.0 + margin) / 2.0,
+        );
+        let x0 = ((cx - hw).round() as i32).clamp(0, fw - 1);
+        let y0 = ((cy - hh).round() as i32).clamp(0, fh - 1);
+        let x1 = ((cx + hw).round() as i32).clamp(x0 + 1, fw);
+        let y1 = ((cy + hh).round() as i32).clamp(y0 + 1, fh);
+        (x0, y0, x1, y1)
+    };
+    let (w, h) = (x1 - x0, y1 - y0);
+    let roi = Mat::roi(frame, Rect::new(x0, y0, w, h))?;
+    let out = out.max(1) as i32;
+    let scale = out as f32 / w.max(h) as f32;
+    let nw = ((w as f32 * scale).round() as i32).clamp(1, out);
+    let nh = ((h as f32 * scale).round() as i32).clamp(1, out);
+    let interpolation = if scale < 1.0 {
+        imgproc::INTER_AREA
+    } else {
+        imgproc::INTER_LINEAR
+    };
+    let mut resized = Mat::default();
+    imgproc::resize(
+        &roi,
+        &mut resized,
+        Size::new(nw, nh),
+        0.0,
+        0.0,
+        interpolation,
+    )?;
+    let mut canvas = Mat::new_rows_cols_with_default(out, out, resized.typ(), Scalar::all(0.0))?;
+    {
+        let mut target = Mat::roi_mut(
+            &mut canvas,
+            Rect::new((out - nw) / 2, (out - nh) / 2, nw, nh),
+        )?;
+        resized.copy_to(&mut target)?;
+    }
+    convert_color(canvas, color)
+}
+
+fn convert_color(rgb: Mat, color: CropColor) -> opencv::Result<Mat> {
+    let code = match color {
+        CropColor::Gray => imgproc::COLOR_RGB2GRAY,
+        CropColor::Bgr => imgproc::COLOR_RGB2BGR,
+        CropColor::Rgb => return Ok(rgb),
+    };
+    let mut converted = Mat::default();
+    imgproc::cvt_color(&rgb, &mut converted, code, 0)?;
+    Ok(converted)
+}
+
 /// The 2x3 affine matrix mapping frame pixels to an `out` x `out` crop for `geom`.
 pub fn crop_affine(geom: &CropGeometry, out: u32) -> [[f64; 3]; 2] {
     let scale = f64::from(out) / f64::from(geom.side.max(1.0));
@@ -89,7 +173,7 @@ pub fn crop_affine(geom: &CropGeometry, out: u32) -> [[f64; 3]; 2] {
 }
 
 /// Pixel format a crop is produced in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CropColor {
     /// One channel, BT.601 luma.
     Gray,
@@ -154,14 +238,7 @@ pub fn extract_crop(
         cv::BORDER_REPLICATE,
         Scalar::default(),
     )?;
-    let code = match color {
-        CropColor::Gray => imgproc::COLOR_RGB2GRAY,
-        CropColor::Bgr => imgproc::COLOR_RGB2BGR,
-        CropColor::Rgb => return Ok(warped),
-    };
-    let mut converted = Mat::default();
-    imgproc::cvt_color(&warped, &mut converted, code, 0)?;
-    Ok(converted)
+    convert_color(warped, color)
 }
 
 #[cfg(test)]
@@ -270,5 +347,49 @@ mod tests {
         let bytes = crop.data_bytes().unwrap();
         assert!(bytes[32 * 64 + 5] < 10, "left is dark");
         assert!(bytes[32 * 64 + 58] > 245, "right is bright");
+    }
+
+    #[test]
+    fn box_padded_crop_keeps_the_aspect_and_pads_the_sides_with_zeros() {
+        // A 400x300 white frame; a 60 wide, 120 high box: its crop is the box scaled to 56x112
+        // with 28 black columns each side.
+        let (w, h) = (400usize, 300usize);
+        let rgb = vec![255u8; w * h * 3];
+        let frame = Mat::new_rows_cols_with_bytes::<cv::Vec3b>(h as i32, w as i32, &rgb).unwrap();
+        let det = Detection {
+            bbox: BBox {
+                x: 100.0,
+                y: 50.0,
+                w: 60.0,
+                h: 120.0,
+            },
+            score: 0.9,
+            landmarks: None,
+        };
+        let crop = extract_box_padded(&frame, &det, 0.0, 112, CropColor::Rgb).unwrap();
+        assert_eq!((crop.cols(), crop.rows(), crop.channels()), (112, 112, 3));
+        let bytes = crop.data_bytes().unwrap();
+        let at = |x: usize, y: usize| bytes[(y * 112 + x) * 3];
+        assert_eq!(at(27, 56), 0, "left padding");
+        assert_eq!(at(28, 56), 255, "image starts");
+        assert_eq!(at(83, 56), 255, "image ends");
+        assert_eq!(at(84, 56), 0, "right padding");
+        assert_eq!((at(56, 0), at(56, 111)), (255, 255), "full height");
+        // An odd remainder: 61 wide at scale 1 leaves 51 columns, 25 before and 26 after.
+        let odd = Detection {
+            bbox: BBox {
+                x: 100.0,
+                y: 50.0,
+                w: 61.0,
+                h: 112.0,
+            },
+            ..det
+        };
+        let crop = extract_box_padded(&frame, &odd, 0.0, 112, CropColor::Gray).unwrap();
+        let bytes = crop.data_bytes().unwrap();
+        let row: Vec<u8> = bytes[56 * 112..57 * 112].to_vec();
+        let first = row.iter().position(|&b| b > 0).unwrap();
+        let last = row.iter().rposition(|&b| b > 0).unwrap();
+        assert_eq!((first, 111 - last), (25, 26));
     }
 }
