@@ -669,12 +669,12 @@ impl ModelEntry {
                 "head index {i} falls among the {classes} class outputs (indices 0..{classes})"
             ));
         }
-        if let Some([lo, hi]) = self.head.range {
-            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-                return Err(format!(
-                    "head.range [{lo}, {hi}] must be finite with low < high"
-                ));
-            }
+        if let Some([lo, hi]) = self.head.range
+            && !(lo.is_finite() && hi.is_finite() && lo < hi)
+        {
+            return Err(format!(
+                "head.range [{lo}, {hi}] must be finite with low < high"
+            ));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The expression models through our own detect + crop path on the 210 FER2013 test faces
 //! (48x48 gray, 30 per class), for the face-ensemble sets of the manifest: the default at least
-//! the Python reference's 50 % through its detect + crop path (chance is 14 %; the model's
+//! (mini-Xception) the Python reference's 50 % through its detect + crop path (chance is 14 %; the model's
 //! published 66 % is on FER's own crops without detection), and the big-Xception + face-api
 //! mean above what it measured here (54.8 %), a little below.
 
