@@ -352,6 +352,11 @@ impl ExpressionEncoder {
         let mut crops = vec![BLUR_CROP];
         let mut members = Vec::with_capacity(ensemble.members.len());
         for role in &ensemble.members {
+            // An optional member that could not be had is left out (warned once, naming what
+            // to do); a present but corrupt or wrong one is still an error.
+            if manifest.optional_path(role)?.is_none() {
+                continue;
+            }
             let mut member = Member::load(runtime, manifest, role, &ensemble.labels)?;
             let kind = CropKind {
                 shape: member.spec.crop,
@@ -363,6 +368,16 @@ impl ExpressionEncoder {
                 crops.len() - 1
             });
             members.push(member);
+        }
+        if members.is_empty() {
+            return Err(EncodeError::WrongModel {
+                path: manifest.model_dir.clone(),
+                message: format!(
+                    "no model of the face ensemble '{}' ({}) is there; run scripts/setup.sh",
+                    ensemble.name,
+                    ensemble.members.join(", ")
+                ),
+            });
         }
         let encode_every = config
             .encode_every
