@@ -13,10 +13,11 @@ use affectstream::encode::runtime::DeviceRequest;
 use affectstream::eval::{EvalOptions, evaluate};
 use affectstream::pipeline::RunOptions;
 
-/// Measured 65.2 % (15/23) with calibration (73.9 % raw); see docs/fusion.md §8.
+/// Measured 65.2 % (15/23) with calibration (69.6 % raw), default face ensemble; see
+/// docs/fusion.md §8.
 const FACE_SIGN: f64 = 0.6;
-/// Measured 0.705.
-const CONFLICT_AUC: f64 = 0.65;
+/// Measured 0.679 (default face ensemble; 0.705 with the mini-Xception alone).
+const CONFLICT_AUC: f64 = 0.63;
 
 #[test]
 fn eval_on_testdata_stays_above_the_targets() {

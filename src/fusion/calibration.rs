@@ -88,7 +88,7 @@ impl Default for CalibrationParams {
 }
 
 /// Default face prior (see docs/fusion.md §0 for how it was fitted).
-pub const DEFAULT_FACE_PRIOR: [f32; 2] = [-0.08, 0.02];
+pub const DEFAULT_FACE_PRIOR: [f32; 2] = [-0.02, 0.02];
 /// Default voice prior (see docs/fusion.md §0 for how it was fitted).
 pub const DEFAULT_VOICE_PRIOR: [f32; 2] = [0.03, -0.05];
 
