@@ -21,5 +21,6 @@ pub mod metrics;
 pub mod overlay;
 pub mod pipeline;
 pub mod record;
+pub mod runtime;
 pub mod sink;
 pub mod streams;

@@ -14,16 +14,16 @@ use crate::audio::vad::SileroVad;
 use crate::audio::{AudioConfig, AudioError, AudioStage, ProsodyHeads};
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::audio::speech::SpeechEncoder;
 use crate::capture::{Capture, CaptureError, CaptureOptions, CaptureOutputs, Source};
 use crate::encode::ClassHead;
 use crate::encode::expression::{EncodeError, ExpressionConfig, ExpressionEncoder};
-use crate::encode::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
-use crate::encode::speech::SpeechEncoder;
 use crate::face::{FaceConfig, FaceError, FaceStage, load_detector};
 use crate::fusion::{Fusion, FusionConfig};
 use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::LatencyStats;
 use crate::record::Record;
+use crate::runtime::{DeviceRequest, Provider, Runtime, RuntimeError};
 use crate::sink::{JsonlSink, JsonlTarget, SinkError, SinkSummary};
 
 /// Capacity of the channels between stages after capture.
@@ -48,8 +48,6 @@ pub enum PipelineError {
     Audio(#[from] AudioError),
     #[error(transparent)]
     Sink(#[from] SinkError),
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
     #[error("the {0} thread stopped unexpectedly")]
     StageCrashed(&'static str),
 }

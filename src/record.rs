@@ -3,8 +3,6 @@
 
 use serde::Serialize;
 
-pub use crate::fusion::calibration::CalibrationState;
-
 /// One output record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Record {
@@ -43,7 +41,7 @@ pub struct ConflictEventRecord {
     /// The event: start (with `t`, `dimension`) or end (with `t`, `peak`, `peak_t`,
     /// `duration`, `dimension`), times in stream seconds.
     #[serde(flatten)]
-    pub event: crate::fusion::gates::ConflictEvent,
+    pub event: ConflictEvent,
 }
 
 /// Per-stage working time in milliseconds.
@@ -151,7 +149,7 @@ pub struct StatusRecord {
     /// The source (credentials redacted).
     pub source: String,
     /// The state entered: connecting, live, reconnecting, failed or ended.
-    pub state: crate::streams::StreamState,
+    pub state: StreamState,
     /// Why (for reconnecting and failed: the error; for live after a reconnect: how long
     /// the outage lasted).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,4 +162,122 @@ pub struct StatusRecord {
     pub dropped_frames: u64,
     /// Wall-clock time of the change, milliseconds since the Unix epoch.
     pub wall_ms: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Vocabulary shared by the stages and the sinks (this module imports nothing of the crate)
+// ---------------------------------------------------------------------------------------------
+
+/// Which dimension an audio-visual conflict is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConflictDimension {
+    /// Face and voice disagree mostly on valence.
+    Valence,
+    /// Face and voice disagree mostly on arousal.
+    Arousal,
+    /// They disagree on both about equally.
+    Both,
+}
+
+impl ConflictDimension {
+    /// Attribution from per-dimension amounts: `Both` when the smaller is at least
+    /// `both_ratio` times the larger (or both are 0), else the larger.
+    pub fn classify(valence: f64, arousal: f64, both_ratio: f32) -> ConflictDimension {
+        let (v, a) = (valence.max(0.0), arousal.max(0.0));
+        let (small, large) = (v.min(a), v.max(a));
+        if large <= 0.0 || small >= f64::from(both_ratio) * large {
+            ConflictDimension::Both
+        } else if v > a {
+            ConflictDimension::Valence
+        } else {
+            ConflictDimension::Arousal
+        }
+    }
+}
+
+/// A change in a face track's audio-visual conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ConflictEvent {
+    /// The smoothed conflict rose above [`crate::fusion::gates::ConflictParams::on`] at `t` and stayed at or above
+    /// [`crate::fusion::gates::ConflictParams::off`] for [`crate::fusion::gates::ConflictParams::min_duration_s`]; reported when that
+    /// duration has passed, dated back to the crossing.
+    Start {
+        /// Time (s) the smoothed conflict crossed the on-threshold.
+        t: f64,
+        /// Which dimension disagreed most so far.
+        dimension: ConflictDimension,
+    },
+    /// The smoothed conflict fell below [`crate::fusion::gates::ConflictParams::off`] (or the track was closed).
+    End {
+        /// Time (s) of the end.
+        t: f64,
+        /// Highest smoothed conflict during the event.
+        peak: f32,
+        /// When the peak was reached.
+        peak_t: f64,
+        /// `t` minus the start time.
+        duration: f64,
+        /// Which dimension disagreed most over the whole event (time-integrated).
+        dimension: ConflictDimension,
+    },
+}
+
+/// What a calibrated estimate carries besides its value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CalibrationState {
+    /// The baseline (valence, arousal) subtracted from the raw values (after `max_offset`).
+    pub baseline: [f32; 2],
+    /// Seconds of reliable observation in the window.
+    pub observed_s: f32,
+    /// True once the person's own observations weigh at least as much as the prior.
+    pub warmed_up: bool,
+}
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum StreamState {
+    /// First connection under way.
+    Connecting = 0,
+    /// Frames are arriving.
+    Live = 1,
+    /// Lost; waiting out the backoff or trying again.
+    Reconnecting = 2,
+    /// Gave up: the retry budget is spent, or the source is broken.
+    Failed = 3,
+    /// The source ended (a file's end) or the run was stopped.
+    Ended = 4,
+}
+
+impl StreamState {
+    /// Every state, in order.
+    pub const ALL: [StreamState; 5] = [
+        Self::Connecting,
+        Self::Live,
+        Self::Reconnecting,
+        Self::Failed,
+        Self::Ended,
+    ];
+
+    /// The state's name in records, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Live => "live",
+            Self::Reconnecting => "reconnecting",
+            Self::Failed => "failed",
+            Self::Ended => "ended",
+        }
+    }
+
+    /// The inverse of `as u8` (unknown values read as failed).
+    pub fn from_u8(v: u8) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|s| *s as u8 == v)
+            .unwrap_or(Self::Failed)
+    }
 }

@@ -3,6 +3,7 @@
 //! [`VoiceEstimate`] per VAD chunk. Runs on its own thread between the audio channel and fusion.
 
 pub mod prosody;
+pub mod speech;
 pub mod speech_features;
 pub mod vad;
 
@@ -12,9 +13,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::AudioBlock;
-use crate::encode::expression::EncodeError;
-use crate::encode::speech::SpeechEncoder;
+use crate::runtime::ModelError as EncodeError;
 use prosody::{LinearHead, ProsodyExtractor};
+use speech::SpeechEncoder;
 use speech_features::{SER_SAMPLE_RATE, SER_WINDOW_SAMPLES};
 use vad::{Chunker, SileroVad, VAD_CHUNK, VAD_RATE};
 

@@ -7,8 +7,8 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::encode::expression::EncodeError;
-use crate::encode::runtime::Runtime;
+use crate::runtime::ModelError as EncodeError;
+use crate::runtime::Runtime;
 
 /// Sample rate the VAD runs at.
 pub const VAD_RATE: u32 = 16_000;

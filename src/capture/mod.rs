@@ -155,6 +155,23 @@ enum Pixels {
     Owned(Vec<u8>),
 }
 
+/// A [`VideoFrame`]'s header: what the frame was, carried through the stages without its pixels.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameMeta {
+    /// Frame number in decode order.
+    pub index: u64,
+    /// Stream time of the frame.
+    pub pts: Duration,
+    /// Display duration of the frame.
+    pub duration: Duration,
+    /// Frame width in pixels.
+    pub width: u32,
+    /// Frame height in pixels.
+    pub height: u32,
+    /// Decode instant and stage stamps.
+    pub stamps: Stamps,
+}
+
 /// One decoded video frame, packed RGB (3 bytes per pixel, rows without padding).
 pub struct VideoFrame {
     /// Frame number in decode order, from 0.

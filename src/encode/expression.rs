@@ -15,46 +15,17 @@ use opencv::core::Mat;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::runtime::{Runtime, RuntimeError};
 use super::{ClassHead, ImageInputSpec, MemberHead, MemberOutput};
 use crate::face::crop::{
     CropColor, CropGeometry, CropShape, FrameMat, extract_box_padded, extract_crop,
 };
 use crate::face::detection::Detection;
 use crate::face::{FaceBatch, FrameMeta, TrackedFace, frame_mat};
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::Manifest;
 use crate::metrics::Stage;
+use crate::runtime::{Runtime, RuntimeError};
 
-/// Errors of the expression encoder.
-#[derive(Debug, thiserror::Error)]
-pub enum EncodeError {
-    #[error(transparent)]
-    Runtime(#[from] RuntimeError),
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    #[error("model {path} ({role}): {message}")]
-    Member {
-        role: String,
-        path: PathBuf,
-        message: String,
-    },
-    #[error("expression model inference failed: {0}")]
-    Inference(#[from] ort::Error),
-    #[error("cutting a face crop failed: {0}")]
-    Crop(#[from] opencv::Error),
-    #[error("model {path} does not fit its role: {message}")]
-    WrongModel {
-        path: std::path::PathBuf,
-        message: String,
-    },
-    #[error("frame {index} at {t_s:.3} s of stream time: {source}")]
-    AtFrame {
-        index: u64,
-        t_s: f64,
-        #[source]
-        source: Box<EncodeError>,
-    },
-}
+pub use crate::runtime::ModelError as EncodeError;
 
 /// A face with its expression estimate.
 #[derive(Debug, Clone)]

@@ -4,14 +4,19 @@
 //! model's output into the ensemble's common label space.
 
 pub mod expression;
-pub mod runtime;
-pub mod speech;
+
+/// The speech encoder, now with the audio stage ([`crate::audio::speech`]); re-exported at its old path.
+pub use crate::audio::speech;
+/// The ONNX Runtime setup, now its own module ([`crate::runtime`]); re-exported at its old path.
+pub use crate::runtime;
 
 use opencv::core::Mat;
 use opencv::prelude::*;
 
 use crate::face::crop::{CropColor, CropShape};
 use crate::manifest::{ManifestError, ModelEntry};
+pub use crate::runtime::head::{ClassHead, check_class_output};
+use crate::runtime::head::{normalize, probabilities};
 
 /// How an image encoder wants its input: size, colour, layout and normalisation
 /// (`(x / 255 - mean) / std` per channel), from the manifest.
@@ -157,39 +162,6 @@ impl ImageInputSpec {
         }
         Ok(())
     }
-}
-
-/// Checks that a classifier's first output gives one value per label of `head` (dynamic sizes
-/// pass), so a model swapped in the manifest fails at load time with a clear message.
-pub fn check_class_output(
-    session: &ort::session::Session,
-    head: &ClassHead,
-    path: &std::path::Path,
-) -> Result<(), expression::EncodeError> {
-    let wrong = |message: String| expression::EncodeError::WrongModel {
-        path: path.to_owned(),
-        message,
-    };
-    let output = session
-        .outputs()
-        .first()
-        .ok_or_else(|| wrong("no output".into()))?;
-    let dims: Vec<i64> = output
-        .dtype()
-        .tensor_shape()
-        .map(|s| s.iter().copied().collect())
-        .unwrap_or_default();
-    if dims
-        .last()
-        .copied()
-        .is_some_and(|n| n > 0 && n != head.labels.len() as i64)
-    {
-        return Err(wrong(format!(
-            "output shape {dims:?} does not give one value per label ({} labels)",
-            head.labels.len()
-        )));
-    }
-    Ok(())
 }
 
 /// Where a regressor's valence and arousal sit in its output row, and their range.
@@ -357,77 +329,6 @@ impl MemberHead {
             probs,
             va: self.va.and_then(|v| v.read(row)),
         }
-    }
-}
-
-/// A distribution from raw outputs: softmax of logits, else the clipped values renormalised.
-fn probabilities(raw: &[f32], softmax: bool) -> Vec<f32> {
-    let mut p: Vec<f32> = if softmax {
-        let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        raw.iter().map(|x| (x - max).exp()).collect()
-    } else {
-        raw.iter().map(|x| x.max(0.0)).collect()
-    };
-    normalize(&mut p);
-    p
-}
-
-/// Scales `p` to sum to 1; uniform when its sum is 0 or not finite.
-fn normalize(p: &mut [f32]) {
-    let sum: f32 = p.iter().sum();
-    if sum > 0.0 && sum.is_finite() {
-        p.iter_mut().for_each(|x| *x /= sum);
-    } else {
-        let n = p.len().max(1) as f32;
-        p.iter_mut().for_each(|x| *x = 1.0 / n);
-    }
-}
-
-/// A classifier head: class labels and each label's (valence, arousal).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassHead {
-    /// Labels in output order.
-    pub labels: Vec<String>,
-    /// (valence, arousal) per label, in output order.
-    pub va: Vec<[f32; 2]>,
-    /// Apply softmax to the raw output (logits) first.
-    pub softmax: bool,
-}
-
-impl ClassHead {
-    /// Reads a `classes` head from the manifest (validated there: every label has a VA point).
-    pub fn from_entry(role: &str, entry: &ModelEntry) -> Result<Self, ManifestError> {
-        let head = &entry.head;
-        if head.kind != "classes" {
-            return Err(ManifestError::Invalid {
-                role: role.to_owned(),
-                message: format!("head.kind is '{}', expected 'classes'", head.kind),
-            });
-        }
-        let va = head
-            .labels
-            .iter()
-            .map(|l| head.va.get(l).copied().unwrap_or([0.0, 0.0]))
-            .collect();
-        Ok(Self {
-            labels: head.labels.clone(),
-            va,
-            softmax: head.activation == "logits",
-        })
-    }
-
-    /// Probabilities from one row of raw output (softmax when the model gives logits;
-    /// otherwise renormalised so rounding never leaves the simplex).
-    pub fn probabilities(&self, raw: &[f32]) -> Vec<f32> {
-        probabilities(raw, self.softmax)
-    }
-
-    /// (valence, arousal) as the probability-weighted mean of the labels' circumplex points.
-    pub fn valence_arousal(&self, probs: &[f32]) -> (f32, f32) {
-        probs
-            .iter()
-            .zip(&self.va)
-            .fold((0.0, 0.0), |(v, a), (p, [lv, la])| (v + p * lv, a + p * la))
     }
 }
 

@@ -13,7 +13,7 @@ use ort::value::TensorRef;
 use super::FaceError;
 use super::crop::FrameMat;
 use super::detection::{BBox, Detection, StrideOutputs, decode_yunet, nms};
-use crate::encode::runtime::Runtime;
+use crate::runtime::Runtime;
 
 /// Detector settings.
 #[derive(Debug, Clone, Copy)]

@@ -13,10 +13,11 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use opencv::core::{Mat, Vec3b};
 
+pub use crate::capture::FrameMeta;
 use crate::capture::VideoFrame;
-use crate::encode::runtime::{Runtime, RuntimeError};
 use crate::manifest::{Manifest, ManifestError};
-use crate::metrics::{Stage, Stamps};
+use crate::metrics::Stage;
+use crate::runtime::{Runtime, RuntimeError};
 use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
 use detector::{DetectorConfig, FaceDetector, Haar, YuNet};
@@ -83,23 +84,6 @@ impl Default for FaceConfig {
             detect_interval: 2,
         }
     }
-}
-
-/// What the frame was, carried through the stages without its pixels.
-#[derive(Debug, Clone, Copy)]
-pub struct FrameMeta {
-    /// Frame number in decode order.
-    pub index: u64,
-    /// Stream time of the frame.
-    pub pts: Duration,
-    /// Display duration of the frame.
-    pub duration: Duration,
-    /// Frame width in pixels.
-    pub width: u32,
-    /// Frame height in pixels.
-    pub height: u32,
-    /// Decode instant and stage stamps.
-    pub stamps: Stamps,
 }
 
 /// One face found in a frame, with its track.

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::gates::FusionParamError;
 
+pub use crate::record::CalibrationState;
+
 /// Whether calibration is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -144,17 +146,6 @@ impl CalibrationParams {
         }
         Ok(())
     }
-}
-
-/// What a calibrated estimate carries besides its value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct CalibrationState {
-    /// The baseline (valence, arousal) subtracted from the raw values (after `max_offset`).
-    pub baseline: [f32; 2],
-    /// Seconds of reliable observation in the window.
-    pub observed_s: f32,
-    /// True once the person's own observations weigh at least as much as the prior.
-    pub warmed_up: bool,
 }
 
 /// A running baseline of one person's (valence, arousal) in one modality.

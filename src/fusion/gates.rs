@@ -17,6 +17,8 @@ use std::f64::consts::PI;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::record::{ConflictDimension, ConflictEvent};
+
 /// Index of the face in a gate pair (`Gates::valence[FACE]`).
 pub const FACE: usize = 0;
 /// Index of the voice in a gate pair (`Gates::valence[VOICE]`).
@@ -787,34 +789,6 @@ impl Estimate {
     }
 }
 
-/// Which dimension an audio-visual conflict is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConflictDimension {
-    /// Face and voice disagree mostly on valence.
-    Valence,
-    /// Face and voice disagree mostly on arousal.
-    Arousal,
-    /// They disagree on both about equally.
-    Both,
-}
-
-impl ConflictDimension {
-    /// Attribution from per-dimension amounts: `Both` when the smaller is at least
-    /// `both_ratio` times the larger (or both are 0), else the larger.
-    pub fn classify(valence: f64, arousal: f64, both_ratio: f32) -> ConflictDimension {
-        let (v, a) = (valence.max(0.0), arousal.max(0.0));
-        let (small, large) = (v.min(a), v.max(a));
-        if large <= 0.0 || small >= f64::from(both_ratio) * large {
-            ConflictDimension::Both
-        } else if v > a {
-            ConflictDimension::Valence
-        } else {
-            ConflictDimension::Arousal
-        }
-    }
-}
-
 /// Audio-visual conflict in [0, 1]: overall and per dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 pub struct Conflict {
@@ -1011,34 +985,6 @@ impl OneEuro {
 // ---------------------------------------------------------------------------------------------
 // Conflict events
 // ---------------------------------------------------------------------------------------------
-
-/// A change in a face track's audio-visual conflict.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum ConflictEvent {
-    /// The smoothed conflict rose above [`ConflictParams::on`] at `t` and stayed at or above
-    /// [`ConflictParams::off`] for [`ConflictParams::min_duration_s`]; reported when that
-    /// duration has passed, dated back to the crossing.
-    Start {
-        /// Time (s) the smoothed conflict crossed the on-threshold.
-        t: f64,
-        /// Which dimension disagreed most so far.
-        dimension: ConflictDimension,
-    },
-    /// The smoothed conflict fell below [`ConflictParams::off`] (or the track was closed).
-    End {
-        /// Time (s) of the end.
-        t: f64,
-        /// Highest smoothed conflict during the event.
-        peak: f32,
-        /// When the peak was reached.
-        peak_t: f64,
-        /// `t` minus the start time.
-        duration: f64,
-        /// Which dimension disagreed most over the whole event (time-integrated).
-        dimension: ConflictDimension,
-    },
-}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Episode {

@@ -3,8 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-pub mod prometheus;
-
 use hdrhistogram::Histogram;
 use serde::Serialize;
 

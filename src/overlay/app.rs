@@ -279,11 +279,17 @@ pub fn run_overlay(
             // The signal thread only raises a flag; the next frame closes the window.
             let app = OverlayApp::new(live, recorder, screenshot_dir, app_summary);
             let (ctx, quit) = (cc.egui_ctx.clone(), app.quit.clone());
-            if let Err(e) = ctrlc::set_handler(move || {
-                quit.store(true, Ordering::SeqCst);
-                ctx.request_repaint();
-            }) {
-                tracing::warn!("Ctrl-C will end the demo without cleanup: {e}");
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+                Ok(mut signals) => {
+                    std::thread::spawn(move || {
+                        for _ in signals.forever() {
+                            quit.store(true, Ordering::SeqCst);
+                            ctx.request_repaint();
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("Ctrl-C will end the demo without cleanup: {e}"),
             }
             Ok(Box::new(app))
         }),

@@ -15,9 +15,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::SinkError;
 use super::csv::CsvWriter;
 use super::server::Clients;
-use crate::metrics::prometheus::{Registry, SinkCounters, StreamMetrics};
 use crate::record::{Record, StatusRecord};
 use crate::sink::JsonlTarget;
+use crate::sink::prometheus::{Registry, SinkCounters, StreamMetrics};
 
 /// Lines a consumer may be behind before it loses lines (live runs).
 pub const CONSUMER_QUEUE: usize = 1024;

@@ -5,6 +5,7 @@
 
 pub mod csv;
 pub mod hub;
+pub mod prometheus;
 pub mod server;
 
 use std::fs::File;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::SinkError;
-use crate::metrics::prometheus::Registry;
+use crate::sink::prometheus::Registry;
 
 /// Messages a WebSocket client may be behind before it is disconnected.
 pub const CLIENT_QUEUE: usize = 256;

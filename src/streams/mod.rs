@@ -20,63 +20,16 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
-use serde::Serialize;
 
 use crate::capture::{Capture, CaptureOptions, CaptureTargets, Source};
-use crate::metrics::prometheus::{Registry, StreamMetrics};
 use crate::pipeline::{Models, PipelineError, RunOptions, STAGE_QUEUE, Stages};
+pub use crate::record::StreamState;
 use crate::record::{Record, StatusRecord};
 use crate::sink::hub::{HubSummary, HubTargets, SinkHub};
+use crate::sink::prometheus::{Registry, StreamMetrics};
 use crate::sink::server::{Server, ServerConfig};
 use settings::Jitter;
 pub use settings::StreamSettings;
-
-/// Where a stream is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[repr(u8)]
-pub enum StreamState {
-    /// First connection under way.
-    Connecting = 0,
-    /// Frames are arriving.
-    Live = 1,
-    /// Lost; waiting out the backoff or trying again.
-    Reconnecting = 2,
-    /// Gave up: the retry budget is spent, or the source is broken.
-    Failed = 3,
-    /// The source ended (a file's end) or the run was stopped.
-    Ended = 4,
-}
-
-impl StreamState {
-    /// Every state, in order.
-    pub const ALL: [StreamState; 5] = [
-        Self::Connecting,
-        Self::Live,
-        Self::Reconnecting,
-        Self::Failed,
-        Self::Ended,
-    ];
-
-    /// The state's name in records, logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Connecting => "connecting",
-            Self::Live => "live",
-            Self::Reconnecting => "reconnecting",
-            Self::Failed => "failed",
-            Self::Ended => "ended",
-        }
-    }
-
-    /// The inverse of `as u8` (unknown values read as failed).
-    pub fn from_u8(v: u8) -> Self {
-        Self::ALL
-            .into_iter()
-            .find(|s| *s as u8 == v)
-            .unwrap_or(Self::Failed)
-    }
-}
 
 /// One stream to run.
 #[derive(Debug, Clone)]

@@ -9,6 +9,10 @@ use ort::ep::ExecutionProvider as _;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 
+use crate::manifest::ManifestError;
+
+pub mod head;
+
 /// Errors setting up ONNX Runtime or loading a model into it.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -24,6 +28,38 @@ pub enum RuntimeError {
     Provider { provider: String, message: String },
     #[error("cannot load model {path}: {message}")]
     Model { path: PathBuf, message: String },
+}
+
+/// Errors loading or running a model (expression, speech, voice activity): the runtime's error,
+/// the manifest's, or what the model itself got wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("model {path} ({role}): {message}")]
+    Member {
+        role: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("expression model inference failed: {0}")]
+    Inference(#[from] ort::Error),
+    #[error("cutting a face crop failed: {0}")]
+    Crop(#[from] opencv::Error),
+    #[error("model {path} does not fit its role: {message}")]
+    WrongModel {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("frame {index} at {t_s:.3} s of stream time: {source}")]
+    AtFrame {
+        index: u64,
+        t_s: f64,
+        #[source]
+        source: Box<ModelError>,
+    },
 }
 
 /// Where inference runs, as asked on the command line.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::capture::CaptureCounters;
 use crate::record::Record;
-use crate::streams::StreamState;
+use crate::record::StreamState;
 
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 13] = [

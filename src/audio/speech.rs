@@ -7,10 +7,9 @@ use std::path::Path;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use super::expression::EncodeError;
-use super::runtime::Runtime;
-use super::{ClassHead, check_class_output};
-use crate::audio::speech_features::{MfccExtractor, SER_FRAMES};
+use super::speech_features::{MfccExtractor, SER_FRAMES};
+use crate::runtime::head::{ClassHead, check_class_output};
+use crate::runtime::{ModelError as EncodeError, Runtime};
 
 /// The speech-emotion model, its feature extractor and its head.
 pub struct SpeechEncoder {
