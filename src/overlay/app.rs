@@ -282,12 +282,17 @@ pub fn run_overlay(
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
             match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
                 Ok(mut signals) => {
-                    std::thread::spawn(move || {
-                        for _ in signals.forever() {
-                            quit.store(true, Ordering::SeqCst);
-                            ctx.request_repaint();
-                        }
-                    });
+                    let spawned = std::thread::Builder::new()
+                        .name("affectstream-signals".into())
+                        .spawn(move || {
+                            for _ in signals.forever() {
+                                quit.store(true, Ordering::SeqCst);
+                                ctx.request_repaint();
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!("Ctrl-C will end the demo without cleanup: {e}");
+                    }
                 }
                 Err(e) => tracing::warn!("Ctrl-C will end the demo without cleanup: {e}"),
             }
