@@ -607,24 +607,15 @@ fn summarize(
         .iter()
         .filter(|c| c.kind == "face_video" && c.face_label.as_deref() != Some("neutral"))
         .collect();
-    let (pv, lv): (Vec<f64>, Vec<f64>) = non_neutral
-        .iter()
-        .filter_map(|c| {
-            let p = c.face_va?;
-            let l = table.get(c.face_label.as_ref()?)?;
-            Some((p[0], l[0]))
-        })
-        .unzip();
-    let (agree, n) = stats::sign_agreement(&pv, &lv, 0.0);
-    let (prv, plv): (Vec<f64>, Vec<f64>) = non_neutral
-        .iter()
-        .filter_map(|c| {
-            let p = c.face_raw_va?;
-            let l = table.get(c.face_label.as_ref()?)?;
-            Some((p[0], l[0]))
-        })
-        .unzip();
-    let (agree_raw, n_raw) = stats::sign_agreement(&prv, &plv, 0.0);
+    // Valence sign agreement of the face (calibrated or raw) with the labels: (share, n).
+    let valence_sign = |pick: fn(&ClipResult) -> Option<[f64; 2]>| {
+        let (predicted, labelled): (Vec<f64>, Vec<f64>) = non_neutral
+            .iter()
+            .filter_map(|c| Some((pick(c)?[0], table.get(c.face_label.as_ref()?)?[0])))
+            .unzip();
+        let (agree, n) = stats::sign_agreement(&predicted, &labelled, 0.0);
+        (n > 0).then(|| (agree as f64 / n as f64, n))
+    };
     let stream_false_alarms = clips
         .iter()
         .filter(|c| c.kind == "av_streams")
@@ -651,9 +642,8 @@ fn summarize(
     EvalReport {
         labels: opts.labels.display().to_string(),
         agreement: agreement_by_kind,
-        face_video_non_neutral_valence_sign: (n > 0).then(|| (agree as f64 / n as f64, n)),
-        face_video_non_neutral_valence_sign_raw: (n_raw > 0)
-            .then(|| (agree_raw as f64 / n_raw as f64, n_raw)),
+        face_video_non_neutral_valence_sign: valence_sign(|c| c.face_va),
+        face_video_non_neutral_valence_sign_raw: valence_sign(|c| c.face_raw_va),
         stream_false_alarms,
         conflict_pairs_shown: shown(true),
         congruent_pairs_shown: shown(false),
