@@ -102,6 +102,11 @@ fn mp4_truncated_at_several_offsets_keeps_what_decodes() {
 /// Runs the happy MEAD clip with the models in `dir` and the `all` face ensemble (every face
 /// model loaded).
 fn run_with_model_dir(dir: &std::path::Path) -> common::Output {
+    run_with_model_dir_and_set(dir, "all")
+}
+
+/// Runs the happy MEAD clip with the models in `dir` and the face ensemble `set`.
+fn run_with_model_dir_and_set(dir: &std::path::Path, set: &str) -> common::Output {
     let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
     run_binary(
         &[
@@ -111,7 +116,7 @@ fn run_with_model_dir(dir: &std::path::Path) -> common::Output {
             "--model-dir",
             dir.to_str().unwrap(),
             "--face-encoders",
-            "all",
+            set,
         ],
         LIMIT,
     )
@@ -215,19 +220,7 @@ fn a_face_ensemble_with_no_member_left_says_to_run_setup() {
             std::fs::remove_file(d.join(f)).unwrap();
         }
     });
-    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
-    let o = run_binary(
-        &[
-            "run",
-            "--source",
-            src.to_str().unwrap(),
-            "--model-dir",
-            dir.to_str().unwrap(),
-            "--face-encoders",
-            "big+faceapi",
-        ],
-        LIMIT,
-    );
+    let o = run_with_model_dir_and_set(&dir, "big+faceapi");
     assert_clear_failure(&o, "big+faceapi", "scripts/setup.sh");
 }
 
