@@ -7,12 +7,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use affectstream::audio::AudioConfig;
+use affectstream::capture::RtspTransport;
 use affectstream::config::Config;
-use affectstream::encode::runtime::DeviceRequest;
+use affectstream::encode::expression::ExpressionConfig;
 use affectstream::face::FaceConfig;
+use affectstream::face::detector::DetectorConfig;
 use affectstream::fusion::calibration::CalibrationMode;
-use affectstream::manifest;
 use affectstream::pipeline::{self, RunOptions};
+use affectstream::runtime::DeviceRequest;
 use affectstream::sink::JsonlTarget;
 
 /// Real-time multimodal emotion recognition: valence, arousal and audio-visual conflict per face.
@@ -35,40 +37,38 @@ enum Command {
     Demo(crate::demo_cli::DemoArgs),
 }
 
+/// How the command line picks one of a library type's names (the library has no clap).
+fn choice<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(names).try_map(|name| name.parse::<T>())
+}
+
+/// Options every subcommand that loads models shares: which models, where, on which device,
+/// and the fusion configuration. Unset options keep the library's defaults.
 #[derive(Args)]
-struct EvalArgs {
-    /// Per-person calibration: `track` (each face and the voice against its own running
-    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
-    #[arg(long, value_enum)]
-    calibration: Option<CalibrationMode>,
-    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
+pub struct ModelArgs {
+    /// Model manifest (default: $AFFECTSTREAM_MODELS_TOML, else the one setup installed).
+    #[arg(long)]
+    models: Option<PathBuf>,
+    /// Directory holding the model files (default: $AFFECTSTREAM_MODEL_DIR, else the one
+    /// setup filled).
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+    /// Execution provider: auto (CUDA when available, else CPU), cpu, or cuda (an error when
+    /// CUDA cannot be used). Default: auto.
+    #[arg(long, value_parser = choice::<DeviceRequest>(DeviceRequest::NAMES))]
+    device: Option<DeviceRequest>,
+    /// Configuration file (TOML): `[fusion]` (docs/fusion.md); for `run`, also `[streams]`
+    /// defaults and `[[stream]]` entries (name, url, per-stream options).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Labels CSV (columns file, label, kind), e.g. ../shared/testdata/LABELS.csv.
-    #[arg(long)]
-    labels: PathBuf,
-    /// Directory the labels' file paths are relative to (default: the labels file's directory).
-    #[arg(long)]
-    media_root: Option<PathBuf>,
-    /// Label → valence/arousal table (default: VA_MAPPING_NRC_VAD.csv beside the labels).
-    #[arg(long)]
-    va_table: Option<PathBuf>,
-    /// Kinds of rows to evaluate, comma-separated.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "face_image,face_video,speech,av_pair,av_labeled_av,av_streams"
-    )]
-    kinds: Vec<String>,
-    /// At most this many files per kind.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// Write the JSON report here.
-    #[arg(long)]
-    report: Option<PathBuf>,
-    /// Execution provider: auto, cpu or cuda.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceRequest,
+    /// Per-person calibration: `track` (each face and the voice against its own running
+    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
+    #[arg(long, value_parser = choice::<CalibrationMode>(CalibrationMode::NAMES))]
+    calibration: Option<CalibrationMode>,
     /// Face expression ensemble: a set of the manifest's [face_ensemble.sets] (e.g. mini,
     /// big+faceapi, all); default: the manifest's `default`.
     #[arg(long)]
@@ -80,15 +80,62 @@ struct EvalArgs {
     encode_every: Option<u32>,
 }
 
+impl ModelArgs {
+    /// Run options for `source` with these choices over the library's defaults, and the
+    /// configuration file (empty when none was given).
+    pub fn run_options(&self, source: impl Into<String>) -> anyhow::Result<(RunOptions, Config)> {
+        let mut run = RunOptions::new(source);
+        if let Some(path) = &self.models {
+            run.manifest = path.clone();
+        }
+        if let Some(dir) = &self.model_dir {
+            run.model_dir = dir.clone();
+        }
+        if let Some(device) = self.device {
+            run.device = device;
+        }
+        run.expression.set = self.face_encoders.clone();
+        run.expression.encode_every = self.encode_every;
+        let config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        run.fusion.params = config.fusion;
+        if let Some(mode) = self.calibration {
+            run.fusion.params.calibration.mode = mode;
+        }
+        Ok((run, config))
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    pipeline: ModelArgs,
+    /// Labels CSV (columns file, label, kind), e.g. ../shared/testdata/LABELS.csv.
+    #[arg(long)]
+    labels: PathBuf,
+    /// Directory the labels' file paths are relative to (default: the labels file's directory).
+    #[arg(long)]
+    media_root: Option<PathBuf>,
+    /// Label → valence/arousal table (default: VA_MAPPING_NRC_VAD.csv beside the labels).
+    #[arg(long)]
+    va_table: Option<PathBuf>,
+    /// Kinds of rows to evaluate, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', default_values_t = affectstream::eval::KINDS.map(String::from))]
+    kinds: Vec<String>,
+    /// At most this many files per kind.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
 #[derive(Args)]
 struct BenchArgs {
-    /// Per-person calibration: `track` (each face and the voice against its own running
-    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
-    #[arg(long, value_enum)]
-    calibration: Option<CalibrationMode>,
-    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    pipeline: ModelArgs,
     /// Media file path or URI.
     #[arg(long)]
     source: String,
@@ -107,21 +154,10 @@ struct BenchArgs {
     /// Draw the PNG plot here (default: next to the report, .png).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Execution provider: auto, cpu or cuda.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceRequest,
     /// Run the face detector on every n-th frame (1..30).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
+    #[arg(long, default_value_t = FaceConfig::default().detect_interval,
+          value_parser = clap::value_parser!(u32).range(1..=30))]
     detect_every: u32,
-    /// Face expression ensemble: a set of the manifest's [face_ensemble.sets] (e.g. mini,
-    /// big+faceapi, all); default: the manifest's `default`.
-    #[arg(long)]
-    face_encoders: Option<String>,
-    /// Run the expression models on a face track every n-th frame, reusing its last estimate
-    /// in between (1..30; new tracks and crops that moved are encoded at once). Default: 1 for
-    /// a one-model set, 3 for an ensemble.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=30))]
-    encode_every: Option<u32>,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -137,14 +173,8 @@ fn positive_seconds(s: &str) -> Result<f64, String> {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Per-person calibration: `track` (each face and the voice against its own running
-    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
-    #[arg(long, value_enum)]
-    calibration: Option<CalibrationMode>,
-    /// Configuration file (TOML): `[fusion]` (docs/fusion.md), `[streams]` defaults and
-    /// `[[stream]]` entries (name, url, per-stream options).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    pipeline: ModelArgs,
     /// Media file path or URI (file://, http://, rtsp://user:password@host/path, ...); repeat
     /// for several streams at once.
     #[arg(long)]
@@ -168,53 +198,40 @@ struct RunArgs {
     /// Stop after this many seconds (live streams otherwise run until interrupted).
     #[arg(long, value_parser = positive_seconds)]
     duration: Option<f64>,
-    /// RTSP lower transport (default tcp; see also [streams] in --config).
-    #[arg(long, value_enum)]
-    rtsp_transport: Option<affectstream::capture::RtspTransport>,
+    /// RTSP lower transport: tcp, udp or udp-tcp (default tcp; see also [streams] in --config).
+    #[arg(long, value_parser = choice::<RtspTransport>(RtspTransport::NAMES))]
+    rtsp_transport: Option<RtspTransport>,
     /// RTSP jitter-buffer latency in milliseconds (default 200).
     #[arg(long)]
     rtsp_latency_ms: Option<u64>,
-    /// Execution provider: auto (CUDA when available, else CPU), cpu, or cuda (an error when
-    /// CUDA cannot be used).
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceRequest,
-    /// Model manifest.
-    #[arg(long, default_value_os_t = manifest::default_manifest_path())]
-    models: PathBuf,
-    /// Directory holding the model files.
-    #[arg(long, default_value_os_t = manifest::default_model_dir())]
-    model_dir: PathBuf,
     /// Minimum face detector score (0..1).
-    #[arg(long, default_value_t = 0.9, value_parser = unit_interval)]
+    #[arg(long, default_value_t = DetectorConfig::default().score_threshold,
+          value_parser = unit_interval)]
     face_threshold: f32,
     /// Long side of the frame as the face detector sees it, in pixels (32..4096).
-    #[arg(long, default_value_t = 320, value_parser = clap::value_parser!(u32).range(32..=4096))]
+    #[arg(long, default_value_t = DetectorConfig::default().max_side,
+          value_parser = clap::value_parser!(u32).range(32..=4096))]
     detect_size: u32,
     /// Run the face detector on every n-th frame and track in between (1..30; frames with no
     /// tracked face are always searched).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
+    #[arg(long, default_value_t = FaceConfig::default().detect_interval,
+          value_parser = clap::value_parser!(u32).range(1..=30))]
     detect_every: u32,
     /// Do not rotate face crops to level the eyes.
     #[arg(long)]
     no_align: bool,
     /// Face crop side = max(box w, h) x (1 + margin) (-0.3..1).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = crop_margin)]
+    #[arg(long, default_value_t = FaceConfig::default().crop_margin,
+          allow_negative_numbers = true, value_parser = crop_margin)]
     crop_margin: f32,
     /// Speech-emotion window hop in seconds (0.05..10).
-    #[arg(long, default_value_t = 0.5, value_parser = hop_seconds)]
+    #[arg(long, default_value_t = AudioConfig::default().hop.as_secs_f64(),
+          value_parser = hop_seconds)]
     voice_hop: f64,
-    /// Face expression ensemble: a set of the manifest's [face_ensemble.sets] (e.g. mini,
-    /// big+faceapi, all); default: the manifest's `default`.
-    #[arg(long)]
-    face_encoders: Option<String>,
-    /// Run the expression models on a face track every n-th frame, reusing its last estimate
-    /// in between (1..30; new tracks and crops that moved are encoded at once). Default: 1 for
-    /// a one-model set, 3 for an ensemble.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=30))]
-    encode_every: Option<u32>,
     /// Encode a face track sooner when its crop moved by more than this share of its side,
     /// or its side changed by more (0..1).
-    #[arg(long, default_value_t = 0.2, value_parser = unit_interval)]
+    #[arg(long, default_value_t = ExpressionConfig::default().reencode_change,
+          value_parser = unit_interval)]
     reencode_change: f32,
 }
 
@@ -281,18 +298,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let mut run = RunOptions {
-        device: args.device,
-        ..RunOptions::new("")
-    };
-    run.expression.set = args.face_encoders.clone();
-    run.expression.encode_every = args.encode_every;
-    if let Some(path) = &args.config {
-        run.fusion.params = Config::load(path)?.fusion;
-    }
-    if let Some(mode) = args.calibration {
-        run.fusion.params.calibration.mode = mode;
-    }
+    let (run, _) = args.pipeline.run_options("")?;
     let opts = affectstream::eval::EvalOptions {
         run,
         va_table: args
@@ -319,19 +325,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let mut run = RunOptions {
-        device: args.device,
-        ..RunOptions::new(args.source.clone())
-    };
+    let (mut run, _) = args.pipeline.run_options(args.source.clone())?;
     run.face.detect_interval = args.detect_every;
-    run.expression.set = args.face_encoders.clone();
-    run.expression.encode_every = args.encode_every;
-    if let Some(path) = &args.config {
-        run.fusion.params = Config::load(path)?.fusion;
-    }
-    if let Some(mode) = args.calibration {
-        run.fusion.params.calibration.mode = mode;
-    }
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
@@ -349,45 +344,22 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
-    let mut face = FaceConfig::default();
-    face.detector.score_threshold = args.face_threshold;
-    face.detector.max_side = args.detect_size;
-    face.align = !args.no_align;
-    face.detect_interval = args.detect_every;
-    face.crop_margin = args.crop_margin;
-    let audio = AudioConfig {
-        hop: Duration::from_secs_f64(args.voice_hop),
-        ..AudioConfig::default()
-    };
-    let mut fusion = affectstream::fusion::FusionConfig::default();
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    fusion.params = config.fusion;
-    if let Some(mode) = args.calibration {
-        fusion.params.calibration.mode = mode;
-    }
-    let opts = RunOptions {
-        fusion,
-        out: args
-            .out
-            .clone()
-            .map_or(JsonlTarget::Stdout, JsonlTarget::File),
-        device: args.device,
-        manifest: args.models.clone(),
-        model_dir: args.model_dir.clone(),
-        face,
-        expression: affectstream::encode::expression::ExpressionConfig {
-            set: args.face_encoders.clone(),
-            encode_every: args.encode_every,
-            reencode_change: args.reencode_change,
-        },
-        audio,
-        progress: true,
-        max_duration: args.duration.map(Duration::from_secs_f64),
-        ..RunOptions::new(args.source.first().cloned().unwrap_or_default())
-    };
+    let (mut opts, config) = args
+        .pipeline
+        .run_options(args.source.first().cloned().unwrap_or_default())?;
+    opts.face.detector.score_threshold = args.face_threshold;
+    opts.face.detector.max_side = args.detect_size;
+    opts.face.align = !args.no_align;
+    opts.face.detect_interval = args.detect_every;
+    opts.face.crop_margin = args.crop_margin;
+    opts.audio.hop = Duration::from_secs_f64(args.voice_hop);
+    opts.expression.reencode_change = args.reencode_change;
+    opts.out = args
+        .out
+        .clone()
+        .map_or(JsonlTarget::Stdout, JsonlTarget::File);
+    opts.progress = true;
+    opts.max_duration = args.duration.map(Duration::from_secs_f64);
     let one_offline_file = args.source.len() == 1
         && config.stream.is_empty()
         && !args.source[0].contains("://")

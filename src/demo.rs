@@ -22,10 +22,12 @@ use crate::capture::{
     deliver,
 };
 use crate::overlay::{
-    DisplayState, LiveState, OverlayError, OverlaySummary, Recorder, SourceState, VoiceInput,
-    check_display, run_overlay,
+    DisplayState, LiveState, OverlayError, OverlaySummary, QuitSignal, Recorder, SourceState,
+    VoiceInput, check_display, run_overlay,
 };
-use crate::pipeline::{Models, PipelineError, RunOptions, RunSummary, Stages, run_capture};
+use crate::pipeline::{
+    Finished, Input, Pipeline, PipelineError, PipelineHandle, RunOptions, RunSummary,
+};
 use crate::record::{Record, StatusRecord};
 use crate::sink::{JsonlSink, JsonlTarget, SinkError};
 use crate::streams::{self, StreamSettings, StreamSpec, StreamState};
@@ -43,6 +45,8 @@ pub struct DemoOptions {
     pub mic: Option<String>,
     /// Where recordings (`r`) and screenshots (`s`) go.
     pub output_dir: PathBuf,
+    /// Closes the window from outside (the binary raises it on Ctrl-C and SIGTERM).
+    pub quit: QuitSignal,
 }
 
 /// Why the demo could not run. Each message names what is missing and what to do.
@@ -99,7 +103,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     run.capture.paced = true;
     // Network sources drop their oldest frame when the pipeline is behind, like the camera.
     run.capture.live = source.is_live();
-    let models = Models::load(&run)?;
+    let pipeline = Pipeline::load(&run)?;
 
     // A file shows by its name; URIs and cameras as given.
     let shown = source
@@ -111,7 +115,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         conflict_threshold: run.fusion.params.conflict.on,
         ..DisplayState::new(shown)
     };
-    display.stats.provider = models.provider.name().to_owned();
+    display.stats.provider = pipeline.provider().name().to_owned();
     let live = LiveState::new(display);
     let recorder = Arc::new(Recorder::new(&opts.output_dir));
 
@@ -167,43 +171,43 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
     let mic_stop = microphone.as_ref().map(Microphone::stop_flag);
     outputs.video = tap_video(outputs.video, live.clone(), mic_stop)?;
 
-    let stop_capture = match &feed {
-        Feed::Capture(capture) => Some(capture.stop_handle()),
-        Feed::Supervised(_) => None,
+    let (input, supervised) = match feed {
+        Feed::Capture(capture) => (Input::Capture(capture, outputs), None),
+        Feed::Supervised(targets) => {
+            let input = Input::Fed {
+                outputs,
+                counters: targets.counters.clone(),
+                source_name: source.name.clone(),
+                live: true,
+            };
+            (input, Some(targets))
+        }
     };
-    let stop_supervisor = Arc::new(AtomicBool::new(false));
-    let sink = JsonlSink::open(&run.out)?;
-    let pipeline = {
+    let mut handle = pipeline.spawn(input)?;
+    let observe = {
         let live = live.clone();
         let recorder = recorder.clone();
-        let observe_live = live.clone();
-        let stop = stop_supervisor.clone();
+        move |record: &Record| {
+            live.push_record(record);
+            recorder.write(record);
+        }
+    };
+    handle.sink(JsonlSink::open(&run.out)?, observe)?;
+    let stop = handle.stop_signal();
+    let pipeline = {
+        let live = live.clone();
         thread::Builder::new()
             .name("affectstream-demo".into())
             .spawn(move || {
-                let observe = move |record: &Record| {
-                    observe_live.push_record(record);
-                    recorder.write(record);
-                };
-                let result = match feed {
-                    Feed::Capture(capture) => {
-                        run_capture(&run, &source, sink, capture, outputs, models, observe)
-                    }
-                    Feed::Supervised(targets) => run_supervised(
-                        &run,
-                        source,
-                        sink,
-                        (targets, outputs),
-                        models,
-                        observe,
-                        (live.clone(), stop),
-                    ),
+                let result = match supervised {
+                    None => handle.join(),
+                    Some(targets) => supervise_into(handle, source, targets, live.clone()),
                 };
                 live.set_source_state(match &result {
                     Ok(_) => SourceState::Ended,
                     Err(e) => SourceState::Failed(e.to_string()),
                 });
-                result.map(|(summary, _)| summary)
+                result.map(|finished| finished.summary)
             })
             .map_err(|_| DemoError::Crashed("demo pipeline"))?
     };
@@ -214,12 +218,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoSummary, DemoError> {
         live.clone(),
         recorder.clone(),
         opts.output_dir.clone(),
+        opts.quit.clone(),
     );
     // Window closed (or failed to open): stop the source, then everything drains.
-    if let Some(stop) = stop_capture {
-        stop.stop();
-    }
-    stop_supervisor.store(true, Ordering::SeqCst);
+    stop.stop();
     if let Some(mic) = microphone {
         mic.stop();
     }
@@ -247,27 +249,15 @@ enum Feed {
     Supervised(CaptureTargets),
 }
 
-/// [`run_capture`] for a network source: the stages run on `inputs`, a stream supervisor
-/// keeps the source connected into them (reconnecting with backoff) until `stop`, and its
-/// state changes reach the overlay.
-fn run_supervised(
-    run: &RunOptions,
+/// Keeps a network source connected into `targets`, which feed the running pipeline
+/// (reconnecting with backoff) until the pipeline is stopped, and shows the supervisor's state
+/// changes in the overlay; then joins the pipeline.
+fn supervise_into(
+    handle: PipelineHandle,
     source: Source,
-    sink: JsonlSink,
-    (targets, inputs): (CaptureTargets, CaptureOutputs),
-    models: Models,
-    observe: impl FnMut(&Record) + Send + 'static,
-    (live, stop): (Arc<LiveState>, Arc<AtomicBool>),
-) -> Result<(RunSummary, Models), PipelineError> {
-    let started = std::time::Instant::now();
-    let counters = targets.counters.clone();
-    let mut fusion = run.fusion.clone();
-    fusion.wait_for_voice = false;
-    let (stages, records_rx) = Stages::spawn(models, inputs, fusion, &source.name, None)?;
-    let sink = thread::Builder::new()
-        .name("affectstream-sink".into())
-        .spawn(move || sink.run(records_rx, observe))
-        .map_err(|_| PipelineError::StageCrashed("sink"))?;
+    targets: CaptureTargets,
+    live: Arc<LiveState>,
+) -> Result<Finished, PipelineError> {
     let (status_tx, status_rx) = crossbeam_channel::bounded::<StatusRecord>(16);
     let states = thread::Builder::new()
         .name("affectstream-states".into())
@@ -288,16 +278,14 @@ fn run_supervised(
         source: source.name.clone(),
         settings: StreamSettings::default(),
     };
+    let stop = handle.stop_signal().flag();
+    // The supervisor drops the targets when it returns, so the stages drain and end.
     let outcome = streams::supervise(spec, source.clone(), targets, status_tx, stop, &|| {
-        stages.any_finished()
+        handle.stages_finished()
     });
-    let models = stages.join();
-    let summary = sink
-        .join()
-        .map_err(|_| PipelineError::StageCrashed("sink"))?;
+    let finished = handle.join();
     states.join().ok();
-    let models = models?;
-    let summary = summary?;
+    let finished = finished?;
     if outcome.state == StreamState::Failed {
         return Err(CaptureError::Open {
             source_name: source.name,
@@ -305,8 +293,7 @@ fn run_supervised(
         }
         .into());
     }
-    let frames = counters.frames.load(Ordering::Relaxed);
-    Ok((RunSummary::new(summary, frames, started, &models), models))
+    Ok(finished)
 }
 
 /// Puts a display tap and a drop-oldest queue between capture and the face stage: the UI

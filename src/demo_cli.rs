@@ -4,12 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use affectstream::config::Config;
 use affectstream::demo::{DemoOptions, DemoSummary};
-use affectstream::encode::runtime::DeviceRequest;
-use affectstream::fusion::calibration::CalibrationMode;
-use affectstream::manifest;
-use affectstream::pipeline::RunOptions;
+use affectstream::overlay::QuitSignal;
+
+use crate::cli::ModelArgs;
 
 /// Options of `affectstream demo`.
 #[derive(Args)]
@@ -27,48 +25,51 @@ pub struct DemoArgs {
     /// Directory for recordings (r) and screenshots (s).
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
-    /// Execution provider: auto, cpu or cuda.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceRequest,
-    /// Configuration file (TOML; `[fusion]` section, see docs/fusion.md).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Per-person calibration: `track` (each face and the voice against its own running
-    /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
-    #[arg(long, value_enum)]
-    calibration: Option<CalibrationMode>,
-    /// Model manifest.
-    #[arg(long, default_value_os_t = manifest::default_manifest_path())]
-    models: PathBuf,
-    /// Directory holding the model files.
-    #[arg(long, default_value_os_t = manifest::default_model_dir())]
-    model_dir: PathBuf,
+    #[command(flatten)]
+    pipeline: ModelArgs,
 }
 
 /// Runs the live demo until its window is closed, then logs what the overlay measured.
 pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
-    let mut run = RunOptions {
-        device: args.device,
-        manifest: args.models,
-        model_dir: args.model_dir,
-        ..RunOptions::new(args.source.clone().unwrap_or_default())
-    };
-    if let Some(path) = &args.config {
-        run.fusion.params = Config::load(path)?.fusion;
-    }
-    if let Some(mode) = args.calibration {
-        run.fusion.params.calibration.mode = mode;
-    }
+    let (run, _) = args
+        .pipeline
+        .run_options(args.source.clone().unwrap_or_default())?;
+    // Ctrl-C, SIGTERM and SIGHUP in the terminal quit like q: the window closes, the demo
+    // stops the pipeline and flushes its files. The signal thread only raises the request.
+    let quit = QuitSignal::default();
+    forward_signals(quit.clone());
     let opts = DemoOptions {
         run,
         source: args.source,
         camera: args.camera,
         mic: args.mic,
         output_dir: args.out_dir,
+        quit,
     };
     let summary = affectstream::demo::run(&opts)?;
     log_summary(&summary);
     Ok(())
+}
+
+/// Raises `quit` on SIGINT, SIGTERM and SIGHUP (from a thread of its own); without the
+/// handler the signals end the process at once, unflushed, so a failure is a warning.
+fn forward_signals(quit: QuitSignal) {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let spawned = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| e.to_string())
+        .and_then(|mut signals| {
+            std::thread::Builder::new()
+                .name("affectstream-signals".into())
+                .spawn(move || {
+                    for _ in signals.forever() {
+                        quit.request();
+                    }
+                })
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("Ctrl-C will end the demo without cleanup: {e}");
+    }
 }
 
 fn log_summary(summary: &DemoSummary) {

@@ -11,6 +11,7 @@ pub mod audio;
 pub mod bench;
 pub mod capture;
 pub mod config;
+#[cfg(feature = "overlay")]
 pub mod demo;
 pub mod encode;
 pub mod eval;
@@ -18,9 +19,11 @@ pub mod face;
 pub mod fusion;
 pub mod manifest;
 pub mod metrics;
+#[cfg(feature = "overlay")]
 pub mod overlay;
 pub mod pipeline;
 pub mod record;
 pub mod runtime;
 pub mod sink;
+pub mod stage;
 pub mod streams;

@@ -14,6 +14,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::AudioBlock;
 use crate::runtime::ModelError as EncodeError;
+use crate::stage::{self, Emit, Position, StageError};
 use prosody::{LinearHead, ProsodyExtractor};
 use speech::SpeechEncoder;
 use speech_features::{SER_SAMPLE_RATE, SER_WINDOW_SAMPLES};
@@ -466,26 +467,47 @@ impl AudioStage {
         Ok(out)
     }
 
-    /// Runs until the audio channel closes or the output is gone.
+    /// Runs until the audio channel closes or the output is gone; hands the stage back, reset
+    /// for another stream.
     pub fn run(
-        mut self,
+        self,
         rx: Receiver<AudioBlock>,
         tx: Sender<VoiceEstimate>,
-    ) -> Result<Self, AudioError> {
-        for block in rx {
-            for estimate in self.push(&block)? {
-                if tx.send(estimate).is_err() {
-                    self.reset();
-                    return Ok(self);
-                }
-            }
+    ) -> Result<Self, StageError> {
+        stage::run(self, rx, tx)
+    }
+}
+
+impl stage::Stage for AudioStage {
+    type Input = AudioBlock;
+    type Output = VoiceEstimate;
+    type Error = AudioError;
+    const NAME: &'static str = "audio";
+
+    fn process(
+        &mut self,
+        block: AudioBlock,
+        out: &mut Emit<'_, VoiceEstimate>,
+    ) -> Result<(), AudioError> {
+        for estimate in self.push(&block)? {
+            out.send(estimate);
         }
-        for estimate in self.finish()? {
-            if tx.send(estimate).is_err() {
-                break;
-            }
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Emit<'_, VoiceEstimate>) -> Result<(), AudioError> {
+        for estimate in AudioStage::finish(self)? {
+            out.send(estimate);
         }
-        self.reset();
-        Ok(self)
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        AudioStage::reset(self);
+    }
+
+    /// None: the audio stage's errors name their stream time themselves.
+    fn position(_block: &AudioBlock) -> Option<Position> {
+        None
     }
 }

@@ -3,6 +3,7 @@
 //! (decoded → record ready), lag behind the frame's schedule when paced, per-stage working
 //! time, throughput, late frames, CPU and memory. Prints a table, writes a JSON report and a PNG.
 
+#[cfg(feature = "plot")]
 mod plot;
 mod procstat;
 
@@ -15,9 +16,9 @@ use serde::Serialize;
 
 use crate::capture::{CaptureOptions, Source};
 use crate::metrics::{Percentiles, new_histogram, percentiles};
-use crate::pipeline::{self, Models, PipelineError, RunOptions};
+use crate::pipeline::{self, Finished, Input, Models, Pipeline, PipelineError, RunOptions};
 use crate::record::Record;
-use crate::sink::JsonlTarget;
+use crate::sink::{JsonlSink, JsonlTarget};
 
 /// Errors of a benchmark run.
 #[derive(Debug, thiserror::Error)]
@@ -282,11 +283,16 @@ fn run_passes(
             pass.max_duration = Some(limit.saturating_sub(started.elapsed()));
         }
         let sink_side = collector.clone();
-        let (summary, back) = pipeline::run_with_models(&pass, source, models, move |r| {
+        let mut handle = Pipeline::new(models, &pass)?.spawn(Input::Source(source.clone()))?;
+        handle.sink(JsonlSink::open(&pass.out)?, move |r| {
             if let Ok(mut c) = sink_side.lock() {
                 c.observe(r);
             }
         })?;
+        let Finished {
+            models: back,
+            summary,
+        } = handle.join()?;
         models = back;
         if let Ok(mut c) = collector.lock() {
             c.next_pass();
@@ -423,12 +429,26 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         })?;
     }
     if let Some(path) = &opts.plot {
-        plot::draw(&report, path).map_err(|message| BenchError::Report {
-            path: path.clone(),
-            message,
-        })?;
+        draw_plot(&report, path)?;
     }
     Ok(report)
+}
+
+#[cfg(feature = "plot")]
+fn draw_plot(report: &BenchReport, path: &std::path::Path) -> Result<(), BenchError> {
+    plot::draw(report, path).map_err(|message| BenchError::Report {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Without the `plot` feature a requested plot is an error, not silently missing.
+#[cfg(not(feature = "plot"))]
+fn draw_plot(_report: &BenchReport, path: &std::path::Path) -> Result<(), BenchError> {
+    Err(BenchError::Report {
+        path: path.to_path_buf(),
+        message: "this build cannot draw plots (cargo feature `plot`)".into(),
+    })
 }
 
 /// The report as a text table.

@@ -12,11 +12,14 @@ use crossbeam_channel::Receiver;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::microphone::StreamClock;
 use super::{
     Capture, CaptureError, CaptureOptions, CaptureTargets, Source, TargetSlot, VIDEO_BRANCH,
     VideoFrame, attach_video_sink, first_bus_error, init,
 };
+
+/// The current time on the clock video timestamps use (e.g. the capture pipeline's running
+/// time), so audio from another device (the microphone) lines up with the video by timestamp.
+pub type StreamClock = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 const CAMERA: &str = include_str!("../../pipelines/camera.txt");
 

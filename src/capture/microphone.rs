@@ -49,9 +49,7 @@ fn available_list(names: &[String]) -> String {
     }
 }
 
-/// The current time on the clock video timestamps use (e.g. the capture pipeline's running
-/// time), so audio and video line up by timestamp.
-pub type StreamClock = Arc<dyn Fn() -> Duration + Send + Sync>;
+pub use super::camera::StreamClock;
 
 /// Microphone settings.
 #[derive(Debug, Clone)]

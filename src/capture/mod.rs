@@ -25,7 +25,9 @@ use crate::metrics::Stamps;
 mod redact;
 pub use redact::redact_url;
 pub mod camera;
+#[cfg(feature = "microphone")]
 pub mod microphone;
+#[cfg(feature = "microphone")]
 pub mod resample;
 
 const VIDEO_BRANCH: &str = include_str!("../../pipelines/video-branch.txt");
@@ -260,7 +262,7 @@ pub struct CaptureOptions {
 }
 
 /// Lower transports `rtspsrc` may use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RtspTransport {
     /// Interleaved in the RTSP TCP connection: works through NAT and firewalls; the default.
@@ -272,7 +274,25 @@ pub enum RtspTransport {
     UdpTcp,
 }
 
+impl std::str::FromStr for RtspTransport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            "udp-tcp" => Ok(Self::UdpTcp),
+            _ => Err(format!(
+                "unknown RTSP transport '{s}' (tcp, udp or udp-tcp)"
+            )),
+        }
+    }
+}
+
 impl RtspTransport {
+    /// The names `FromStr` accepts (as in the config file), for help texts.
+    pub const NAMES: &'static [&'static str] = &["tcp", "udp", "udp-tcp"];
+
     /// The value of rtspsrc's `protocols` flags property.
     fn flags(self) -> &'static str {
         match self {
@@ -572,6 +592,11 @@ impl Capture {
             slot,
             live: options.live,
         })
+    }
+
+    /// The source this capture decodes.
+    pub fn source(&self) -> &Source {
+        &self.source
     }
 
     /// A handle that ends this capture from another thread.

@@ -24,6 +24,7 @@ use crate::face::{FaceBatch, FrameMeta, TrackedFace, frame_mat};
 use crate::manifest::Manifest;
 use crate::metrics::Stage;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::stage::{self, Emit, Position, StageError};
 
 pub use crate::runtime::ModelError as EncodeError;
 
@@ -597,24 +598,35 @@ impl ExpressionEncoder {
     }
 
     /// Runs until the input channel closes or the output is gone; hands the encoder back,
-    /// reset for another stream.
-    pub fn run(
-        mut self,
-        rx: Receiver<FaceBatch>,
-        tx: Sender<FaceFrame>,
-    ) -> Result<Self, EncodeError> {
-        for batch in rx {
-            let (index, pts) = (batch.meta.index, batch.meta.pts);
-            let frame = self.process(batch).map_err(|e| EncodeError::AtFrame {
-                index,
-                t_s: pts.as_secs_f64(),
-                source: Box::new(e),
-            })?;
-            if tx.send(frame).is_err() {
-                break;
-            }
-        }
-        self.reset();
-        Ok(self)
+    /// reset for another stream. A failure names the frame it happened on.
+    pub fn run(self, rx: Receiver<FaceBatch>, tx: Sender<FaceFrame>) -> Result<Self, StageError> {
+        stage::run(self, rx, tx)
+    }
+}
+
+impl stage::Stage for ExpressionEncoder {
+    type Input = FaceBatch;
+    type Output = FaceFrame;
+    type Error = EncodeError;
+    const NAME: &'static str = "encode";
+
+    fn process(
+        &mut self,
+        batch: FaceBatch,
+        out: &mut Emit<'_, FaceFrame>,
+    ) -> Result<(), EncodeError> {
+        out.send(ExpressionEncoder::process(self, batch)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        ExpressionEncoder::reset(self);
+    }
+
+    fn position(batch: &FaceBatch) -> Option<Position> {
+        Some(Position {
+            frame: Some(batch.meta.index),
+            t: batch.meta.pts,
+        })
     }
 }

@@ -18,6 +18,7 @@ use crate::capture::VideoFrame;
 use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::Stage;
 use crate::runtime::{Runtime, RuntimeError};
+use crate::stage::{self, Emit, Position, StageError};
 use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
 use detector::{DetectorConfig, FaceDetector, Haar, YuNet};
@@ -36,13 +37,6 @@ pub enum FaceError {
     OpenCv(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
     WrongModel { path: PathBuf, message: String },
-    #[error("frame {index} at {t_s:.3} s of stream time: {source}")]
-    AtFrame {
-        index: u64,
-        t_s: f64,
-        #[source]
-        source: Box<FaceError>,
-    },
     #[error("frame {index} has {len} bytes, expected {expected} for {width}x{height} RGB")]
     BadFrame {
         index: u64,
@@ -247,25 +241,36 @@ impl FaceStage {
     }
 
     /// Runs until the input channel closes or the output is gone; hands the stage back, reset
-    /// for another stream.
-    pub fn run(
-        mut self,
-        rx: Receiver<VideoFrame>,
-        tx: Sender<FaceBatch>,
-    ) -> Result<Self, FaceError> {
-        for frame in rx {
-            let (index, pts) = (frame.index, frame.pts);
-            let batch = self.process(frame).map_err(|e| FaceError::AtFrame {
-                index,
-                t_s: pts.as_secs_f64(),
-                source: Box::new(e),
-            })?;
-            if tx.send(batch).is_err() {
-                break;
-            }
-        }
-        self.reset();
-        Ok(self)
+    /// for another stream. A failure names the frame it happened on.
+    pub fn run(self, rx: Receiver<VideoFrame>, tx: Sender<FaceBatch>) -> Result<Self, StageError> {
+        stage::run(self, rx, tx)
+    }
+}
+
+impl stage::Stage for FaceStage {
+    type Input = VideoFrame;
+    type Output = FaceBatch;
+    type Error = FaceError;
+    const NAME: &'static str = "face";
+
+    fn process(
+        &mut self,
+        frame: VideoFrame,
+        out: &mut Emit<'_, FaceBatch>,
+    ) -> Result<(), FaceError> {
+        out.send(FaceStage::process(self, frame)?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        FaceStage::reset(self);
+    }
+
+    fn position(frame: &VideoFrame) -> Option<Position> {
+        Some(Position {
+            frame: Some(frame.index),
+            t: frame.pts,
+        })
     }
 }
 

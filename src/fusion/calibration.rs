@@ -30,7 +30,7 @@ use super::gates::FusionParamError;
 pub use crate::record::CalibrationState;
 
 /// Whether calibration is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CalibrationMode {
     /// Raw model values go to fusion unchanged.
@@ -38,6 +38,23 @@ pub enum CalibrationMode {
     /// Each face track and the voice are calibrated against their own running baseline.
     #[default]
     Track,
+}
+
+impl CalibrationMode {
+    /// The names `FromStr` accepts, for help texts.
+    pub const NAMES: &'static [&'static str] = &["off", "track"];
+}
+
+impl std::str::FromStr for CalibrationMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" => Ok(Self::Off),
+            "track" => Ok(Self::Track),
+            _ => Err(format!("unknown calibration mode '{s}' (off or track)")),
+        }
+    }
 }
 
 /// Calibration parameters (`[fusion.calibration]` in the config; docs/fusion.md §0).

@@ -94,8 +94,8 @@ pub struct OverlayApp {
     last_serial: u64,
     first_shown: Option<Instant>,
     summary: Arc<Mutex<OverlaySummary>>,
-    /// Set from outside the UI (Ctrl-C, SIGTERM) to close the window at the next frame.
-    pub quit: Arc<AtomicBool>,
+    /// Raised from outside the UI (the binary's Ctrl-C/SIGTERM handler) to close the window.
+    pub quit: QuitSignal,
 }
 
 impl OverlayApp {
@@ -117,7 +117,7 @@ impl OverlayApp {
             last_serial: 0,
             first_shown: None,
             summary,
-            quit: Arc::new(AtomicBool::new(false)),
+            quit: QuitSignal::default(),
         }
     }
 
@@ -174,7 +174,7 @@ impl OverlayApp {
                 live.set_notice(Some(note));
             });
         }
-        if q || self.quit.load(Ordering::SeqCst) {
+        if q || self.quit.is_requested() {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
@@ -248,13 +248,60 @@ pub fn save_png(image: &egui::ColorImage, path: &std::path::Path) -> Result<(), 
     }
 }
 
+/// Asks the overlay to close from another thread (the binary raises it on Ctrl-C or SIGTERM;
+/// the library installs no signal handler): the window closes at its next frame, which the
+/// request wakes, as if `q` had been pressed.
+#[derive(Clone, Default)]
+pub struct QuitSignal {
+    inner: Arc<QuitInner>,
+}
+
+impl std::fmt::Debug for QuitSignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuitSignal")
+            .field("requested", &self.is_requested())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct QuitInner {
+    requested: AtomicBool,
+    wake: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl QuitSignal {
+    /// Requests the window to close.
+    pub fn request(&self) {
+        self.inner.requested.store(true, Ordering::SeqCst);
+        if let Ok(wake) = self.inner.wake.lock()
+            && let Some(wake) = wake.as_ref()
+        {
+            wake();
+        }
+    }
+
+    /// True once a close was requested.
+    pub fn is_requested(&self) -> bool {
+        self.inner.requested.load(Ordering::SeqCst)
+    }
+
+    /// What wakes the UI so it sees the request (set when the window opens).
+    fn set_wake(&self, wake: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut slot) = self.inner.wake.lock() {
+            *slot = Some(Box::new(wake));
+        }
+    }
+}
+
 /// Opens the window on this (the main) thread and runs until it is closed (q, Escape, the
-/// window's close button, Ctrl-C or SIGTERM). Returns what the overlay measured.
+/// window's close button, or `quit`). Returns what the overlay measured.
 pub fn run_overlay(
     title: &str,
     live: Arc<LiveState>,
     recorder: Arc<Recorder>,
     screenshot_dir: PathBuf,
+    quit: QuitSignal,
 ) -> Result<OverlaySummary, OverlayError> {
     check_display()?;
     let summary = Arc::new(Mutex::new(OverlaySummary::default()));
@@ -274,28 +321,10 @@ pub fn run_overlay(
             style(&cc.egui_ctx);
             let ctx = cc.egui_ctx.clone();
             live.set_repaint(move || ctx.request_repaint());
-            // Ctrl-C or SIGTERM in the terminal quits like q: the window closes, the demo
-            // stops the pipeline and flushes its files.
-            // The signal thread only raises a flag; the next frame closes the window.
-            let app = OverlayApp::new(live, recorder, screenshot_dir, app_summary);
-            let (ctx, quit) = (cc.egui_ctx.clone(), app.quit.clone());
-            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-            match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
-                Ok(mut signals) => {
-                    let spawned = std::thread::Builder::new()
-                        .name("affectstream-signals".into())
-                        .spawn(move || {
-                            for _ in signals.forever() {
-                                quit.store(true, Ordering::SeqCst);
-                                ctx.request_repaint();
-                            }
-                        });
-                    if let Err(e) = spawned {
-                        tracing::warn!("Ctrl-C will end the demo without cleanup: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("Ctrl-C will end the demo without cleanup: {e}"),
-            }
+            let mut app = OverlayApp::new(live, recorder, screenshot_dir, app_summary);
+            let ctx = cc.egui_ctx.clone();
+            quit.set_wake(move || ctx.request_repaint());
+            app.quit = quit;
             Ok(Box::new(app))
         }),
     )

@@ -15,7 +15,7 @@ pub mod paint;
 pub mod recorder;
 pub mod state;
 
-pub use app::{OverlayError, OverlaySummary, check_display, run_overlay};
+pub use app::{OverlayError, OverlaySummary, QuitSignal, check_display, run_overlay};
 pub use paint::OverlayView;
 pub use recorder::Recorder;
 pub use state::{DisplayState, LiveState, SourceState, VoiceInput};

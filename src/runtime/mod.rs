@@ -53,17 +53,10 @@ pub enum ModelError {
         path: std::path::PathBuf,
         message: String,
     },
-    #[error("frame {index} at {t_s:.3} s of stream time: {source}")]
-    AtFrame {
-        index: u64,
-        t_s: f64,
-        #[source]
-        source: Box<ModelError>,
-    },
 }
 
 /// Where inference runs, as asked on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceRequest {
     /// CUDA when ONNX Runtime offers it, else CPU (logged).
@@ -72,6 +65,24 @@ pub enum DeviceRequest {
     Cpu,
     /// CUDA or an error.
     Cuda,
+}
+
+impl DeviceRequest {
+    /// The names `FromStr` accepts, for help texts.
+    pub const NAMES: &'static [&'static str] = &["auto", "cpu", "cuda"];
+}
+
+impl std::str::FromStr for DeviceRequest {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda),
+            _ => Err(format!("unknown device '{s}' (auto, cpu or cuda)")),
+        }
+    }
 }
 
 /// The execution provider actually in use; written into every record.

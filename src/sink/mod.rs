@@ -46,6 +46,7 @@ pub enum JsonlTarget {
 }
 
 /// What a finished sink reports.
+#[derive(Default)]
 pub struct SinkSummary {
     /// Records written.
     pub records: u64,

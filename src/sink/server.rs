@@ -24,6 +24,7 @@ pub const CLIENT_QUEUE: usize = 256;
 /// How long a write to a client may block before the client is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Kernel send buffer of a WebSocket connection, bytes.
+#[cfg(feature = "websocket")]
 const SEND_BUFFER: usize = 64 * 1024;
 /// How long a client has to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,11 +56,13 @@ impl ServerConfig {
 #[derive(Default)]
 pub struct Clients {
     list: Mutex<Vec<(u64, Sender<Arc<str>>)>>,
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     next_id: AtomicU64,
     registry: Arc<Registry>,
 }
 
 impl Clients {
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     fn add(&self) -> (u64, crossbeam_channel::Receiver<Arc<str>>) {
         let (tx, rx) = crossbeam_channel::bounded(CLIENT_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -72,6 +75,7 @@ impl Clients {
         (id, rx)
     }
 
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     fn remove(&self, id: u64) {
         if let Ok(mut list) = self.list.lock() {
             let before = list.len();
@@ -340,6 +344,19 @@ fn serve(stream: TcpStream, shared: &Shared) -> Result<(), String> {
     }
 }
 
+/// Without the `websocket` feature the endpoint serves `/metrics` only.
+#[cfg(not(feature = "websocket"))]
+fn push_records(stream: TcpStream, _clients: &Clients) -> Result<(), String> {
+    respond(
+        stream,
+        "501 Not Implemented",
+        "text/plain",
+        "this build has no WebSocket feed (cargo feature `websocket`); /metrics is served\n",
+    )
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(feature = "websocket")]
 fn push_records(stream: TcpStream, clients: &Clients) -> Result<(), String> {
     // A small kernel buffer keeps what a stalled client can hold back small, so it is found
     // out (and dropped) after a bounded amount of data, not after megabytes.

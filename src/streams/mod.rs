@@ -22,9 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 
 use crate::capture::{Capture, CaptureOptions, CaptureTargets, Source};
-use crate::pipeline::{Models, PipelineError, RunOptions, STAGE_QUEUE, Stages};
+use crate::pipeline::{
+    Input, Models, Pipeline, PipelineError, PipelineHandle, RecordQueue, RunOptions, STAGE_QUEUE,
+};
+use crate::record::StatusRecord;
 pub use crate::record::StreamState;
-use crate::record::{Record, StatusRecord};
 use crate::sink::hub::{HubSummary, HubTargets, SinkHub};
 use crate::sink::prometheus::{Registry, StreamMetrics};
 use crate::sink::server::{Server, ServerConfig};
@@ -147,8 +149,7 @@ pub fn run_streams(
     if let Some(server) = &server {
         on_listen(server.addr);
     }
-    let (records_tx, records_rx) =
-        crossbeam_channel::bounded::<Record>(STAGE_QUEUE * prepared.len());
+    let records = RecordQueue::bounded(STAGE_QUEUE * prepared.len());
     let (status_tx, status_rx) = crossbeam_channel::bounded::<StatusRecord>(64);
 
     let mut supervisors = Vec::new();
@@ -161,17 +162,21 @@ pub fn run_streams(
         ));
         registry.add_stream(metrics.clone());
         metrics_list.push(metrics.clone());
-        let mut fusion = opts.run.fusion.clone();
-        fusion.wait_for_voice &= !source.is_live();
-        let stages = Stages::spawn_into(
-            models,
+        let input = Input::Fed {
             outputs,
-            fusion,
-            &source.name,
-            Some(spec.name.clone()),
-            records_tx.clone(),
-        )
-        .map_err(|e| stream_error(&spec.name, e))?;
+            counters: targets.counters.clone(),
+            source_name: source.name.clone(),
+            live: source.is_live(),
+        };
+        // The supervisor keeps the run's time limit; the stages run until it ends the feed.
+        let pipeline = Pipeline::new(models, &opts.run)
+            .map_err(|e| stream_error(&spec.name, e))?
+            .stream_name(spec.name.clone())
+            .records_into(records.clone())
+            .without_time_limit();
+        let stages = pipeline
+            .spawn(input)
+            .map_err(|e| stream_error(&spec.name, e))?;
         let supervisor = Supervisor {
             spec,
             source,
@@ -191,13 +196,13 @@ pub fn run_streams(
     // The hub starts after the streams are registered, so it can find their counters.
     let hub = SinkHub::start(
         &opts.sinks,
-        records_rx,
+        records.receiver(),
         status_rx,
         registry.clone(),
         server.as_ref().map(|s| s.clients.clone()),
         lossless,
     )?;
-    drop(records_tx);
+    drop(records);
     drop(status_tx);
 
     let mut outcomes = Vec::new();
@@ -330,8 +335,8 @@ impl Supervisor {
         }
     }
 
-    fn run(mut self, stages: Stages) -> StreamOutcome {
-        let outcome = self.supervise(&|| stages.any_finished());
+    fn run(mut self, stages: PipelineHandle) -> StreamOutcome {
+        let outcome = self.supervise(&|| stages.stages_finished());
         // Closing the capture channels lets the stages drain and end.
         let Self {
             targets, metrics, ..
