@@ -1,7 +1,11 @@
 //! Fusion: joins face results and voice estimates by stream time (not arrival order),
 //! calibrates each face track and the voice against their own running baseline
 //! ([`calibration`]), and combines them per face into valence, arousal and an
-//! uncertainty-scaled conflict ([`gates`], [`uncertainty`]).
+//! uncertainty-scaled conflict. One module per concept: the parameters and their validation
+//! ([`params`]), each modality's reliability ([`reliability`]), the mixing weights
+//! ([`gates`]), the one-euro smoother ([`smoothing`]), the conflict and its events
+//! ([`conflict`]), each modality's uncertainty ([`uncertainty`]) and the per-track state that
+//! runs them ([`track`]). The math is in `docs/fusion.md`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,16 +19,23 @@ use crate::metrics::Stage;
 use crate::record::{ConflictEventRecord, FaceRecord, Fused, Record, StageTimes, VoiceRecord};
 
 pub mod calibration;
+pub mod conflict;
 pub mod gates;
+pub mod params;
+pub mod reliability;
+pub mod smoothing;
+#[cfg(test)]
+mod test_support;
+pub mod track;
 pub mod uncertainty;
 
 use std::collections::HashMap;
 
 use calibration::{CalibrationState, Calibrator};
-use gates::{
-    Estimate, FaceQuality, FaceTrackFusion, FusedOutput, FusionParams, VoiceQuality,
-    face_reliability, voice_reliability,
-};
+use gates::Estimate;
+use params::FusionParams;
+use reliability::{FaceQuality, VoiceQuality, face_reliability, voice_reliability};
+use track::{FaceTrackFusion, FusedOutput};
 use uncertainty::{Spread, normalized_entropy};
 
 /// Fusion settings: how the two streams are joined here; the math is in [`FusionParams`].
