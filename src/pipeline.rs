@@ -19,6 +19,7 @@ use crate::capture::{Capture, CaptureError, CaptureOptions, CaptureOutputs, Sour
 use crate::encode::ClassHead;
 use crate::encode::expression::{EncodeError, ExpressionConfig, ExpressionEncoder};
 use crate::face::{FaceConfig, FaceError, FaceStage, load_detector};
+use crate::fusion::params::FusionParamError;
 use crate::fusion::{Fusion, FusionConfig};
 use crate::manifest::{Manifest, ManifestError};
 use crate::metrics::LatencyStats;
@@ -48,6 +49,8 @@ pub enum PipelineError {
     Audio(#[from] AudioError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Fusion(#[from] FusionParamError),
     #[error("the {0} thread stopped unexpectedly")]
     StageCrashed(&'static str),
 }
@@ -329,6 +332,9 @@ impl Stages {
             expression,
             audio,
         } = models;
+        // Invalid fusion parameters fail here, before any stage thread starts.
+        let fusion_stage =
+            Fusion::new(fusion, source_name.to_owned(), provider.name())?.with_stream(stream_name);
         let video_rx = inputs.video;
         let face = spawn("face")
             .spawn(move || face.run(video_rx, crops_tx))
@@ -340,8 +346,6 @@ impl Stages {
         let audio = spawn("audio")
             .spawn(move || audio.run(audio_rx, voice_tx))
             .map_err(|_| PipelineError::StageCrashed("audio"))?;
-        let fusion_stage =
-            Fusion::new(fusion, source_name.to_owned(), provider.name()).with_stream(stream_name);
         let layout_rx = inputs.layout;
         let fusion = spawn("fusion")
             .spawn(move || fusion_stage.run(faces_rx, voice_rx, layout_rx, records_tx))
