@@ -36,10 +36,12 @@ use affectstream::encode::ClassHead;
 use affectstream::encode::runtime::{DeviceRequest, Runtime};
 use affectstream::encode::speech::SpeechEncoder;
 use affectstream::face::{FaceBatch, TrackedFace};
-use affectstream::fusion::gates::{
-    Estimate, FaceQuality, FusionParams, VoiceQuality, face_reliability, fuse_step,
-    voice_reliability,
+use affectstream::fusion::gates::Estimate;
+use affectstream::fusion::params::FusionParams;
+use affectstream::fusion::reliability::{
+    FaceQuality, VoiceQuality, face_reliability, voice_reliability,
 };
+use affectstream::fusion::track::fuse_step;
 use affectstream::manifest::Manifest;
 use affectstream::pipeline::{self, Models, RunOptions};
 use affectstream::record::Record;

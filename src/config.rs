@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fusion::gates::FusionParams;
+use crate::fusion::params::FusionParams;
 use crate::streams::settings::{SettingsOverrides, StreamEntry, StreamSettings};
 
 /// Errors reading a configuration file.

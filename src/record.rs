@@ -200,8 +200,8 @@ impl ConflictDimension {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ConflictEvent {
-    /// The smoothed conflict rose above [`crate::fusion::gates::ConflictParams::on`] at `t` and stayed at or above
-    /// [`crate::fusion::gates::ConflictParams::off`] for [`crate::fusion::gates::ConflictParams::min_duration_s`]; reported when that
+    /// The smoothed conflict rose above [`crate::fusion::params::ConflictParams::on`] at `t` and stayed at or above
+    /// [`crate::fusion::params::ConflictParams::off`] for [`crate::fusion::params::ConflictParams::min_duration_s`]; reported when that
     /// duration has passed, dated back to the crossing.
     Start {
         /// Time (s) the smoothed conflict crossed the on-threshold.
@@ -209,7 +209,7 @@ pub enum ConflictEvent {
         /// Which dimension disagreed most so far.
         dimension: ConflictDimension,
     },
-    /// The smoothed conflict fell below [`crate::fusion::gates::ConflictParams::off`] (or the track was closed).
+    /// The smoothed conflict fell below [`crate::fusion::params::ConflictParams::off`] (or the track was closed).
     End {
         /// Time (s) of the end.
         t: f64,

@@ -347,3 +347,36 @@ fn config_value_out_of_range_names_the_key() {
     );
     assert_clear_failure(&o, "bad.toml", "conflict.on");
 }
+
+#[test]
+fn config_with_a_negative_cutoff_or_on_below_off_names_the_key() {
+    let dir = temp_dir("bad-config-fusion");
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    for (name, text, key) in [
+        (
+            "cutoff.toml",
+            "[fusion.smoother]\nmin_cutoff = -1.0\n",
+            "smoother.min_cutoff",
+        ),
+        // `on` below the default `off` (0.1): no hysteresis band.
+        (
+            "hysteresis.toml",
+            "[fusion.conflict]\non = 0.05\n",
+            "conflict.off",
+        ),
+    ] {
+        let config = dir.join(name);
+        std::fs::write(&config, text).unwrap();
+        let o = run_binary(
+            &[
+                "run",
+                "--source",
+                src.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            LIMIT,
+        );
+        assert_clear_failure(&o, name, key);
+    }
+}

@@ -250,3 +250,29 @@ fn a_stage_error_names_the_frame_and_its_stream_time() {
     );
     assert!(text.contains("expected 768"), "{text}");
 }
+
+#[test]
+fn invalid_fusion_parameters_set_in_code_fail_the_run_naming_the_field() {
+    use affectstream::pipeline::{self, PipelineError, RunOptions};
+    use affectstream::sink::JsonlTarget;
+    let dir = temp_dir("bad-fusion");
+    let out = dir.join("records.jsonl");
+    let src = testdata().join("face_video/mead_dreamtalk/M030_front_happy_level3_001.mp4");
+    let mut options = RunOptions {
+        device: affectstream::encode::runtime::DeviceRequest::Cpu,
+        out: JsonlTarget::File(out.clone()),
+        ..RunOptions::new(src.to_str().unwrap())
+    };
+    // Set in code, past the config file's validation: the run itself must refuse it.
+    options.fusion.params.smoother.min_cutoff = -1.0;
+    let error = pipeline::run(&options)
+        .err()
+        .expect("invalid fusion parameters fail the run instead of falling back to defaults");
+    assert!(
+        matches!(&error, PipelineError::Fusion(e) if e.field == "smoother.min_cutoff"),
+        "{error}"
+    );
+    assert!(error.to_string().contains("smoother.min_cutoff"), "{error}");
+    let written = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(written.is_empty(), "no record is fused: {written}");
+}

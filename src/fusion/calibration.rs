@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::gates::FusionParamError;
+use super::params::FusionParamError;
 
 pub use crate::record::CalibrationState;
 

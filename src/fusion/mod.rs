@@ -1,7 +1,11 @@
 //! Fusion: joins face results and voice estimates by stream time (not arrival order),
 //! calibrates each face track and the voice against their own running baseline
 //! ([`calibration`]), and combines them per face into valence, arousal and an
-//! uncertainty-scaled conflict ([`gates`], [`uncertainty`]).
+//! uncertainty-scaled conflict. One module per concept: the parameters and their validation
+//! ([`params`]), each modality's reliability ([`reliability`]), the mixing weights
+//! ([`gates`]), the one-euro smoother ([`smoothing`]), the conflict and its events
+//! ([`conflict`]), each modality's uncertainty ([`uncertainty`]) and the per-track state that
+//! runs them ([`track`]). The math is in `docs/fusion.md`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -15,16 +19,23 @@ use crate::metrics::Stage;
 use crate::record::{ConflictEventRecord, FaceRecord, Fused, Record, StageTimes, VoiceRecord};
 
 pub mod calibration;
+pub mod conflict;
 pub mod gates;
+pub mod params;
+pub mod reliability;
+pub mod smoothing;
+#[cfg(test)]
+mod test_support;
+pub mod track;
 pub mod uncertainty;
 
 use std::collections::HashMap;
 
 use calibration::{CalibrationState, Calibrator};
-use gates::{
-    Estimate, FaceQuality, FaceTrackFusion, FusedOutput, FusionParams, VoiceQuality,
-    face_reliability, voice_reliability,
-};
+use gates::Estimate;
+use params::{FusionParamError, FusionParams};
+use reliability::{FaceQuality, VoiceQuality, face_reliability, voice_reliability};
+use track::{FaceTrackFusion, FusedOutput};
 use uncertainty::{Spread, normalized_entropy};
 
 /// Fusion settings: how the two streams are joined here; the math is in [`FusionParams`].
@@ -110,16 +121,21 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl Fusion {
-    /// Fusion for records of `source`, run on `device`. The parameters must be valid
-    /// ([`FusionParams::validate`]); invalid ones fall back to the defaults with an error log.
-    pub fn new(mut config: FusionConfig, source: String, device: &'static str) -> Self {
-        if let Err(e) = config.params.validate() {
-            tracing::error!("{e}; using the default fusion parameters");
-            config.params = FusionParams::default();
-        }
+    /// Fusion for records of `source`, run on `device`.
+    ///
+    /// # Errors
+    ///
+    /// The [`FusionParams::validate`] error, naming the field, when `config.params` are out of
+    /// range: a run with invalid parameters fails at start-up instead of fusing with others.
+    pub fn new(
+        config: FusionConfig,
+        source: String,
+        device: &'static str,
+    ) -> Result<Self, FusionParamError> {
+        config.params.validate()?;
         let calibration = config.params.calibration;
         let spread_s = config.params.conflict.spread_s;
-        Self {
+        Ok(Self {
             config,
             source,
             stream: None,
@@ -134,7 +150,7 @@ impl Fusion {
             tracks: HashMap::new(),
             voice_calibration: Calibrator::voice(calibration),
             voice_spread: Spread::new(spread_s),
-        }
+        })
     }
 
     fn voice_watermark(&self) -> Option<Duration> {
@@ -578,5 +594,40 @@ fn voice_record(v: &VoiceEstimate, input: &VoiceInput) -> VoiceRecord {
         prosody: e.and_then(|e| e.prosody).map(|(v, a)| [v, a]),
         snr_db: e.and_then(|e| e.snr_db),
         clipping: e.map(|e| e.clipping),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_params_are_an_error_naming_the_field() {
+        type Edit = fn(&mut FusionParams);
+        let cases: [(Edit, &str); 3] = [
+            (|p| p.smoother.min_cutoff = -1.0, "smoother.min_cutoff"),
+            // `on` below `off` (0.1): no hysteresis band; the error names both thresholds.
+            (|p| p.conflict.on = 0.05, "conflict.off"),
+            (|p| p.calibration.window_s = 0.0, "calibration.window_s"),
+        ];
+        for (edit, field) in cases {
+            let mut config = FusionConfig::default();
+            edit(&mut config.params);
+            let error = Fusion::new(config, "clip.mp4".into(), "cpu")
+                .err()
+                .expect("invalid parameters are an error, not a silent default");
+            assert_eq!(error.field, field, "{error}");
+            assert!(error.to_string().contains(field), "{error}");
+        }
+        let error = {
+            let mut config = FusionConfig::default();
+            config.params.conflict.on = 0.05;
+            Fusion::new(config, "clip.mp4".into(), "cpu").err()
+        };
+        assert!(
+            error.is_some_and(|e| e.to_string().contains("conflict.on")),
+            "the hysteresis error names conflict.on too"
+        );
+        assert!(Fusion::new(FusionConfig::default(), "clip.mp4".into(), "cpu").is_ok());
     }
 }

@@ -205,7 +205,7 @@ impl DisplayState {
     pub fn new(source: impl Into<String>) -> Self {
         Self {
             source: source.into(),
-            conflict_threshold: crate::fusion::gates::ConflictParams::default().on,
+            conflict_threshold: crate::fusion::params::ConflictParams::default().on,
             ..Self::default()
         }
     }

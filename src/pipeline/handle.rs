@@ -391,8 +391,9 @@ impl StageThreads {
             expression,
             audio,
         } = models;
+        // Invalid fusion parameters fail here, before any stage thread starts.
         let fusion_stage =
-            Fusion::new(fusion, source_name.to_owned(), provider.name()).with_stream(stream_name);
+            Fusion::new(fusion, source_name.to_owned(), provider.name())?.with_stream(stream_name);
         let CaptureOutputs {
             video,
             audio: audio_rx,

@@ -24,7 +24,7 @@ use crate::capture::{CaptureError, CaptureOptions, Source};
 use crate::encode::expression::{EncodeError, ExpressionConfig};
 use crate::face::{FaceConfig, FaceError};
 use crate::fusion::FusionConfig;
-use crate::fusion::gates::FusionParamError;
+use crate::fusion::params::FusionParamError;
 use crate::manifest::ManifestError;
 use crate::metrics::LatencyStats;
 use crate::record::Record;
