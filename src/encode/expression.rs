@@ -479,7 +479,7 @@ impl ExpressionEncoder {
     /// is due for and combines every face's latest member readings; a face no member ran on
     /// keeps its track's last estimate.
     pub fn process(&mut self, batch: FaceBatch) -> Result<FaceFrame, EncodeError> {
-        let mut meta = batch.meta;
+        let mut meta = batch.frame.meta;
         meta.stamps.start(Stage::Encode);
         if self.last_index.is_some_and(|i| meta.index <= i) {
             self.tracks.clear();
@@ -604,7 +604,7 @@ impl ExpressionEncoder {
         tx: Sender<FaceFrame>,
     ) -> Result<Self, EncodeError> {
         for batch in rx {
-            let (index, pts) = (batch.meta.index, batch.meta.pts);
+            let (index, pts) = (batch.frame.meta.index, batch.frame.meta.pts);
             let frame = self.process(batch).map_err(|e| EncodeError::AtFrame {
                 index,
                 t_s: pts.as_secs_f64(),
