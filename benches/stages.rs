@@ -99,8 +99,8 @@ fn decode_head(path: &Path, audio_seconds: f64) -> Head {
                 let frame = frame.unwrap_or_else(|_| panic!("{name}: video ended early"));
                 if still.is_none() {
                     still = Some(Still {
-                        width: frame.width,
-                        height: frame.height,
+                        width: frame.meta.width,
+                        height: frame.meta.height,
                         rgb: frame.rgb().to_vec(),
                     });
                 }
@@ -208,7 +208,6 @@ fn stages(c: &mut Criterion) {
         .faces
         .first()
         .expect("a face in the first 720p frame");
-    let meta = hd_batch.meta;
     let mut group = c.benchmark_group("expression");
     for n in [1usize, 4] {
         let faces: Vec<TrackedFace> = (0..n as u64)
@@ -218,7 +217,6 @@ fn stages(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("crop_encode", format!("batch{n}")), |b| {
             b.iter_batched(
                 || FaceBatch {
-                    meta,
                     faces: faces.clone(),
                     frame: hd.still.frame(),
                 },

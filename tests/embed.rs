@@ -43,8 +43,7 @@ fn the_embedding_example_prints_one_line_per_record_with_faces_and_conflict() {
 fn the_embedding_example_reports_a_missing_file() {
     let mut out = Vec::new();
     let err = embed::print_records("/nonexistent/clip.mp4", &mut out)
-        .err()
-        .expect("a missing file is an error");
+        .expect_err("a missing file is an error");
     assert!(err.to_string().contains("/nonexistent/clip.mp4"), "{err}");
     assert!(out.is_empty());
 }

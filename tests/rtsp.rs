@@ -1,8 +1,10 @@
 //! RTSP at scale against a real RTSP server on 127.0.0.1 (`affectstream-rtsp-serve`, built on
 //! gstreamer-rtsp-server) serving testdata talking-head clips as H.264 + AAC: several streams
-//! at once, a server restart (reconnect), a server that stays away (failed, the other stream
-//! goes on), the WebSocket feed with a client that never reads, /metrics over HTTP, and
-//! credentials that never leak. The tests run one at a time: they measure live behaviour.
+//! at once, a server restart (reconnect), a camera back after a 5 s and a 60 s outage with the
+//! default settings (records again within 3 s of its return), a server that stays away
+//! (failed, the other stream goes on), the WebSocket feed with a client that never reads,
+//! /metrics over HTTP, and credentials that never leak. The tests run one at a time: they
+//! measure live behaviour.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod common;
@@ -156,6 +158,44 @@ impl LiveRun {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until a stdout line that arrived after `after` satisfies `pred`; returns when it
+    /// arrived.
+    fn wait_for_line_after(
+        &self,
+        after: Instant,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Instant {
+        let started = Instant::now();
+        loop {
+            if let Some((at, _)) = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, l)| *at > after && pred(l))
+            {
+                return *at;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "no matching line within {limit:?}; stderr:\n{}",
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (e.g. "-TERM") to the process.
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal}");
     }
 
     /// The listen address from the "serving ws://ADDR/records" log line.
@@ -471,6 +511,88 @@ fn a_stream_reconnects_after_the_server_restarts_and_its_timeline_continues() {
     assert_eq!(last["reconnects"], 1, "{statuses:?}");
     assert!(stderr.contains("reconnecting"), "{stderr}");
     std::fs::remove_dir_all(dir).ok();
+}
+
+/// Runs one stream with the default reconnect settings, kills its server for `outage`,
+/// restarts it on the same port and returns how long after the restarted server was
+/// listening the first new record arrived.
+fn first_record_after_outage(outage: Duration, name: &str) -> Duration {
+    let mut server = RtspServer::start(0, &[("/cam", clip("tedlieu_60s_256.mp4"))], &[]);
+    let dir = temp_dir(name);
+    let run = run_config(
+        &dir,
+        format!(
+            "[[stream]]\nname = \"cam\"\nurl = \"{}\"\n",
+            server.url("/cam")
+        ),
+        "600",
+    );
+    run.wait_for_line(Duration::from_secs(30), |l| l.contains("\"frame\""));
+    std::thread::sleep(Duration::from_secs(3));
+    server.kill();
+    let killed = Instant::now();
+    // The outage is seen (the stream leaves `live`) well before the server returns.
+    run.wait_for_line_after(killed, Duration::from_secs(8), |l| {
+        l.contains("\"reconnecting\"")
+    });
+    std::thread::sleep(outage.saturating_sub(killed.elapsed()));
+    // `restart` returns once the new server has printed "ready": it is listening.
+    server.restart();
+    let listening = Instant::now();
+    let first_new = run.wait_for_line_after(listening, Duration::from_secs(15), |l| {
+        l.contains("\"frame\"") && l.contains("\"cam\"")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    run.signal("-TERM");
+    let (code, stdout, stderr) = run.finish(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let back = first_new.duration_since(listening);
+    eprintln!(
+        "{:.0} s outage: server listening again -> first new record {:.2} s",
+        outage.as_secs_f64(),
+        back.as_secs_f64()
+    );
+    let lines = json_lines(&stdout);
+    let statuses: Vec<&serde_json::Value> = lines
+        .iter()
+        .map(|(_, v)| v)
+        .filter(|v| v.get("state").is_some())
+        .collect();
+    let live_again = statuses
+        .iter()
+        .rev()
+        .find(|v| v["state"] == "live")
+        .unwrap();
+    assert_eq!(live_again["reconnects"], 1, "{statuses:?}");
+    let after = lines
+        .iter()
+        .filter(|(at, v)| *at > listening && is_record(v))
+        .count();
+    assert!(after > 20, "{after} records after the return");
+    std::fs::remove_dir_all(dir).ok();
+    back
+}
+
+#[test]
+fn a_camera_back_after_a_5_s_outage_streams_again_within_3_s() {
+    let _serial = serial();
+    let back = first_record_after_outage(Duration::from_secs(5), "rtsp-outage5");
+    assert!(
+        back < Duration::from_secs(3),
+        "first record {:.2} s after the server was back",
+        back.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_camera_back_after_a_60_s_outage_streams_again_within_3_s() {
+    let _serial = serial();
+    let back = first_record_after_outage(Duration::from_secs(60), "rtsp-outage60");
+    assert!(
+        back < Duration::from_secs(3),
+        "first record {:.2} s after the server was back",
+        back.as_secs_f64()
+    );
 }
 
 #[test]

@@ -15,12 +15,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 use ringbuf::HeapRb;
 use ringbuf::traits::{Consumer, Producer, Split};
 
-use super::AudioBlock;
 use super::resample::{Resampler, downmix};
+use super::{AudioBlock, Delivery};
 
 /// The rates the audio stage reads: VAD at 16 kHz, speech features at 44.1 kHz.
 pub const OUTPUT_RATES: [u32; 2] = [16_000, 44_100];
@@ -181,8 +181,7 @@ impl Microphone {
             channels: usize::from(channels),
             rate,
             resamplers: OUTPUT_RATES.map(|to| Resampler::new(rate, to)),
-            tx,
-            rx: rx.clone(),
+            out: Delivery::drop_oldest(tx, rx.clone(), stats.dropped_blocks.clone()),
             clock,
             stop: stop.clone(),
             stats: stats.clone(),
@@ -312,8 +311,8 @@ struct Worker {
     channels: usize,
     rate: u32,
     resamplers: [Resampler; 2],
-    tx: Sender<AudioBlock>,
-    rx: Receiver<AudioBlock>,
+    /// Drop-oldest into the audio channel (the stage being behind never stalls the ring).
+    out: Delivery<AudioBlock>,
     clock: StreamClock,
     stop: Arc<AtomicBool>,
     stats: Arc<MicrophoneStats>,
@@ -354,41 +353,16 @@ impl Worker {
                     continue;
                 }
                 let pts = origin + Duration::from_secs_f64(first as f64 / f64::from(rate));
-                send_dropping_oldest(
-                    &self.tx,
-                    &self.rx,
-                    &self.stats,
-                    AudioBlock {
-                        rate,
-                        pts: Some(pts),
-                        samples,
-                    },
-                );
-            }
-        }
-    }
-}
-
-/// Sends without blocking; when the channel is full the oldest block goes (counted).
-fn send_dropping_oldest(
-    tx: &Sender<AudioBlock>,
-    rx: &Receiver<AudioBlock>,
-    stats: &MicrophoneStats,
-    mut block: AudioBlock,
-) {
-    loop {
-        match tx.try_send(block) {
-            Ok(()) => {
-                stats.blocks.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(TrySendError::Full(back)) => {
-                if rx.try_recv().is_ok() {
-                    stats.dropped_blocks.fetch_add(1, Ordering::Relaxed);
+                let block = AudioBlock {
+                    rate,
+                    pts: Some(pts),
+                    samples,
+                };
+                // Drop-oldest holds a receiving end, so the channel never closes under it.
+                if self.out.send(block).is_ok() {
+                    self.stats.blocks.fetch_add(1, Ordering::Relaxed);
                 }
-                block = back;
             }
-            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }

@@ -480,7 +480,7 @@ impl ExpressionEncoder {
     /// is due for and combines every face's latest member readings; a face no member ran on
     /// keeps its track's last estimate.
     pub fn process(&mut self, batch: FaceBatch) -> Result<FaceFrame, EncodeError> {
-        let mut meta = batch.meta;
+        let mut meta = batch.frame.meta;
         meta.stamps.start(Stage::Encode);
         if self.last_index.is_some_and(|i| meta.index <= i) {
             self.tracks.clear();
@@ -625,8 +625,8 @@ impl stage::Stage for ExpressionEncoder {
 
     fn position(batch: &FaceBatch) -> Option<Position> {
         Some(Position {
-            frame: Some(batch.meta.index),
-            t: batch.meta.pts,
+            frame: Some(batch.frame.meta.index),
+            t: batch.frame.meta.pts,
         })
     }
 }

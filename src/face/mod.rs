@@ -96,11 +96,10 @@ pub struct TrackedFace {
 /// A frame and the faces found in it, on their way to the encoder (which cuts the crops, so
 /// the two threads share the work evenly).
 pub struct FaceBatch {
-    /// The frame's metadata.
-    pub meta: FrameMeta,
     /// Faces, best detector score first.
     pub faces: Vec<TrackedFace>,
-    /// The frame itself (released by the encoder once the crops are cut).
+    /// The frame itself, its header (`frame.meta`) stamped by detection (the encoder releases
+    /// the pixels once the crops are cut and carries the header on).
     pub frame: VideoFrame,
 }
 
@@ -184,18 +183,24 @@ impl FaceStage {
     }
 
     /// Detects (or carries the last detections forward) and tracks the faces of one frame.
-    pub fn process(&mut self, frame: VideoFrame) -> Result<FaceBatch, FaceError> {
-        let mut stamps = frame.stamps;
-        stamps.start(Stage::Detect);
+    pub fn process(&mut self, mut frame: VideoFrame) -> Result<FaceBatch, FaceError> {
+        frame.meta.stamps.start(Stage::Detect);
+        let FrameMeta {
+            index,
+            pts,
+            width,
+            height,
+            ..
+        } = frame.meta;
         let rgb = frame.rgb();
-        let expected = frame.width as usize * frame.height as usize * 3;
+        let expected = width as usize * height as usize * 3;
         if rgb.len() != expected || expected == 0 {
             return Err(FaceError::BadFrame {
-                index: frame.index,
+                index,
                 len: rgb.len(),
                 expected,
-                width: frame.width,
-                height: frame.height,
+                width,
+                height,
             });
         }
         let due = self.frames_since_detection >= self.config.detect_interval.max(1) - 1
@@ -207,7 +212,7 @@ impl FaceStage {
         } else {
             self.frames_since_detection += 1;
         }
-        let tracks = self.tracker.update(frame.pts, &self.last);
+        let tracks = self.tracker.update(pts, &self.last);
         let faces = self
             .last
             .iter()
@@ -220,24 +225,13 @@ impl FaceStage {
                     detection,
                     self.config.crop_margin,
                     self.config.align,
-                    frame.width,
-                    frame.height,
+                    width,
+                    height,
                 ),
             })
             .collect();
-        stamps.end(Stage::Detect);
-        Ok(FaceBatch {
-            meta: FrameMeta {
-                index: frame.index,
-                pts: frame.pts,
-                duration: frame.duration,
-                width: frame.width,
-                height: frame.height,
-                stamps,
-            },
-            faces,
-            frame,
-        })
+        frame.meta.stamps.end(Stage::Detect);
+        Ok(FaceBatch { faces, frame })
     }
 
     /// Runs until the input channel closes or the output is gone; hands the stage back, reset
@@ -268,13 +262,14 @@ impl stage::Stage for FaceStage {
 
     fn position(frame: &VideoFrame) -> Option<Position> {
         Some(Position {
-            frame: Some(frame.index),
-            t: frame.pts,
+            frame: Some(frame.meta.index),
+            t: frame.meta.pts,
         })
     }
 }
 
 /// An OpenCV view of a frame's packed RGB pixels (no copy).
 pub fn frame_mat(frame: &VideoFrame) -> opencv::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
-    Mat::new_rows_cols_with_bytes::<Vec3b>(frame.height as i32, frame.width as i32, frame.rgb())
+    let FrameMeta { width, height, .. } = frame.meta;
+    Mat::new_rows_cols_with_bytes::<Vec3b>(height as i32, width as i32, frame.rgb())
 }

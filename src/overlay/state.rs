@@ -74,7 +74,7 @@ impl DisplayFrame {
     /// Shrinks `frame` so its longest side is at most `max_side` (nearest neighbour: cheap,
     /// and the display scales it again anyway).
     pub fn from_video(frame: &VideoFrame, serial: u64, max_side: u32) -> Option<Self> {
-        let (w, h) = (frame.width, frame.height);
+        let (w, h) = (frame.meta.width, frame.meta.height);
         let rgb = frame.rgb();
         if w == 0 || h == 0 || rgb.len() < w as usize * h as usize * 3 {
             return None;
@@ -91,7 +91,7 @@ impl DisplayFrame {
         }
         Some(Self {
             serial,
-            index: frame.index,
+            index: frame.meta.index,
             width: dw,
             height: dh,
             source_width: w,

@@ -9,8 +9,12 @@
 //! A supervisor owns the sending ends of its stream's stage channels and hands them to each
 //! new capture, so the stages (and their models, tracks and smoothing) outlive reconnects.
 //! A lost, refused or stalled stream is retried with exponential backoff and full jitter
-//! until its outage exceeds the retry budget; then it is failed and the others go on.
+//! (`backoff`) until its outage exceeds the retry budget; then it is failed and the others go
+//! on. While it waits, the RTSP server's port is probed (`probe`), so a camera that comes back
+//! is retried at once instead of after the grown backoff.
 
+pub mod backoff;
+pub mod probe;
 pub mod settings;
 
 use std::net::SocketAddr;
@@ -30,7 +34,8 @@ pub use crate::record::StreamState;
 use crate::sink::hub::{HubSummary, HubTargets, SinkHub};
 use crate::sink::prometheus::{Registry, StreamMetrics};
 use crate::sink::server::{Server, ServerConfig};
-use settings::Jitter;
+use backoff::Jitter;
+use probe::{ReturnProbe, Seen};
 pub use settings::StreamSettings;
 
 /// One stream to run.
@@ -270,6 +275,16 @@ enum Ended {
     Lost(String),
 }
 
+/// How a wait before a retry ended.
+enum Waited {
+    /// The backoff delay passed.
+    Elapsed,
+    /// The probe saw the server come back.
+    Returned,
+    /// The run is being stopped.
+    Stopped,
+}
+
 /// Keeps one stream running: connects, watches, reconnects, reports state changes.
 struct Supervisor {
     spec: StreamSpec,
@@ -359,7 +374,15 @@ impl Supervisor {
         let settings = self.spec.settings;
         let mut ever_live = false;
         let mut failures_in_a_row = 0u32;
+        // Where the backoff stands: the failures in a row since the stream was live or its
+        // server was last seen coming back.
+        let mut backoff_step = 0u32;
         let mut outage_since = started;
+        let mut probe = if live {
+            ReturnProbe::new(&self.source.uri, settings.reconnect_probe)
+        } else {
+            None
+        };
         self.enter(StreamState::Connecting, None);
         loop {
             if self.stopping() {
@@ -382,6 +405,7 @@ impl Supervisor {
                     let ended = self.watch(&capture, stages_ended, attempt_started, &mut ever_live);
                     if matches!(self.metrics.state(), StreamState::Live) {
                         failures_in_a_row = 0;
+                        backoff_step = 0;
                         outage_since = Instant::now();
                     }
                     ended
@@ -399,8 +423,11 @@ impl Supervisor {
                 return self.outcome(StreamState::Failed, Some(reason));
             }
             self.metrics.failed_attempts.fetch_add(1, Ordering::Relaxed);
-            let delay = settings.backoff(failures_in_a_row, self.jitter.next_unit());
+            let delay = settings
+                .backoff()
+                .delay(backoff_step, self.jitter.next_unit());
             failures_in_a_row += 1;
+            backoff_step += 1;
             if outage_since.elapsed() + delay > settings.retry_budget {
                 let reason = format!(
                     "gave up after {failures_in_a_row} failed attempts over {:.1} s (retry budget {:.1} s): {reason}",
@@ -421,13 +448,50 @@ impl Supervisor {
                     delay.as_secs_f64()
                 )),
             );
-            let until = Instant::now() + delay;
-            while Instant::now() < until {
-                if self.stopping() {
+            match self.wait_to_retry(delay, probe.as_mut()) {
+                Waited::Stopped => {
                     return self.outcome(StreamState::Ended, Some("stopped".into()));
                 }
-                thread::sleep(POLL.min(until.saturating_duration_since(Instant::now())));
+                // The server is back: should this attempt fail too (a camera still booting),
+                // the next waits are short again.
+                Waited::Returned => backoff_step = 0,
+                Waited::Elapsed => {}
             }
+        }
+    }
+
+    /// Waits `delay` before the next attempt, or less when `probe` sees the server return
+    /// (probed once at the start, then every interval while it is down) or the run stops.
+    fn wait_to_retry(&self, delay: Duration, mut probe: Option<&mut ReturnProbe>) -> Waited {
+        let until = Instant::now() + delay;
+        let mut next_probe = Some(Instant::now());
+        loop {
+            if self.stopping() {
+                return Waited::Stopped;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Waited::Elapsed;
+            }
+            if let (Some(p), Some(at)) = (probe.as_deref_mut(), next_probe)
+                && now >= at
+            {
+                match p.check() {
+                    Seen::Returned => {
+                        tracing::info!(
+                            stream = %self.spec.name,
+                            "{} accepts connections again: retrying now",
+                            p.server()
+                        );
+                        return Waited::Returned;
+                    }
+                    // Up and not returning (e.g. it refuses the stream): the plain backoff.
+                    Seen::Up => next_probe = None,
+                    Seen::Down => next_probe = Some(at + p.interval),
+                }
+            }
+            let wake = next_probe.map_or(until, |at| at.min(until));
+            thread::sleep(POLL.min(wake.saturating_duration_since(Instant::now())));
         }
     }
 
