@@ -178,10 +178,12 @@ struct RunArgs {
     /// CUDA cannot be used).
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceRequest,
-    /// Model manifest.
+    /// Model manifest (default: $AFFECTSTREAM_MODELS_TOML, else models.toml in the data
+    /// directory that scripts/setup.sh fills; README: Install).
     #[arg(long, default_value_os_t = manifest::default_manifest_path())]
     models: PathBuf,
-    /// Directory holding the model files.
+    /// Directory holding the model files (default: $AFFECTSTREAM_MODEL_DIR, else models/ in the
+    /// data directory).
     #[arg(long, default_value_os_t = manifest::default_model_dir())]
     model_dir: PathBuf,
     /// Minimum face detector score (0..1).

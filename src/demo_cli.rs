@@ -37,10 +37,12 @@ pub struct DemoArgs {
     /// baseline) or `off` (raw model values). Overrides `[fusion.calibration] mode`.
     #[arg(long, value_enum)]
     calibration: Option<CalibrationMode>,
-    /// Model manifest.
+    /// Model manifest (default: $AFFECTSTREAM_MODELS_TOML, else models.toml in the data
+    /// directory that scripts/setup.sh fills; README: Install).
     #[arg(long, default_value_os_t = manifest::default_manifest_path())]
     models: PathBuf,
-    /// Directory holding the model files.
+    /// Directory holding the model files (default: $AFFECTSTREAM_MODEL_DIR, else models/ in the
+    /// data directory).
     #[arg(long, default_value_os_t = manifest::default_model_dir())]
     model_dir: PathBuf,
 }
