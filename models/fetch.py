@@ -1,5 +1,10 @@
 #!/usr/bin/env python3
-"""Put every model listed in models.toml into a directory, checked, and say where each came from.
+"""Install the models of models.toml into the data directory, checked; say where each came from.
+
+The data directory is $AFFECTSTREAM_HOME, else $XDG_DATA_HOME/affectstream, else
+~/.local/share/affectstream (the program's own lookup, src/home.rs). The model files (and the
+`.sha256` records of converted ones) go to its `models/`; then the manifest itself and the files
+it names (`prosody_head`) are copied to its top, so the program needs nothing of the clone.
 
 For each model the first source that yields a good file wins:
   1. the file already in the destination (kept when it still checks out: a re-run is quick);
@@ -67,6 +72,42 @@ def copy_into(src, dest):
     part = dest + '.part'
     shutil.copyfile(src, part)
     os.replace(part, dest)
+
+
+def data_home(environ=os.environ):
+    """The data directory, by the same rule as the program (src/home.rs)."""
+    if environ.get('AFFECTSTREAM_HOME'):
+        return environ['AFFECTSTREAM_HOME']
+    xdg = environ.get('XDG_DATA_HOME')
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, 'affectstream')
+    return os.path.join(os.path.expanduser('~'), '.local', 'share', 'affectstream')
+
+
+def install_manifest(manifest_path, manifest, home):
+    """Copies the manifest and the files it names (relative to it) into `home`, each only when
+    it differs from the copy there. Returns the names copied."""
+    src_dir = os.path.dirname(os.path.abspath(manifest_path))
+    names = [manifest['prosody_head']] if manifest.get('prosody_head') else []
+    # The manifest last: it is what the program reads first.
+    copied = []
+    for src, name in [(os.path.join(src_dir, n), n) for n in names] + [
+            (manifest_path, 'models.toml')]:
+        dest = os.path.join(home, name)
+        if not os.path.isfile(src):
+            sys.exit(f'error: the manifest names {name}, which is not at {src}')
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(src, 'rb') as a:
+            want = a.read()
+        try:
+            with open(dest, 'rb') as b:
+                if b.read() == want:
+                    continue
+        except OSError:
+            pass
+        copy_into(src, dest)
+        copied.append(name)
+    return copied
 
 
 # --- registry packages -----------------------------------------------------------------------
@@ -474,7 +515,12 @@ def main():
         os.path.expanduser('~'), '.cache', 'affectstream')
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--manifest', default=os.path.join(HERE, 'models.toml'))
-    ap.add_argument('--dest', default=os.path.join(HERE, 'cache'))
+    ap.add_argument('--home', default=None,
+                    help='the data directory (default: $AFFECTSTREAM_HOME, else '
+                         '$XDG_DATA_HOME/affectstream, else ~/.local/share/affectstream)')
+    ap.add_argument('--dest', default=None, help='where the model files go (default: HOME/models)')
+    ap.add_argument('--print-home', action='store_true',
+                    help='print the data directory and exit')
     ap.add_argument('--mirror', default=os.environ.get('AFFECTSTREAM_MODEL_MIRROR'))
     ap.add_argument('--pip', default=os.path.join(ROOT, '.venv', 'bin', 'pip'))
     ap.add_argument('--python', default=os.path.join(ROOT, '.venv', 'bin', 'python'),
@@ -488,6 +534,11 @@ def main():
     ap.add_argument('--drop-convert-env', action='store_true',
                     help='remove the conversion environment when done (default: keep it cached)')
     args = ap.parse_args()
+    args.home = os.path.abspath(args.home or data_home())
+    if args.print_home:
+        print(args.home)
+        return
+    args.dest = os.path.abspath(args.dest or os.path.join(args.home, 'models'))
     args.convert_envs = (args.convert_envs or os.environ.get('AFFECTSTREAM_CONVERT_ENVS')
                          or args.cache)
     with open(args.manifest, 'rb') as f:
@@ -502,6 +553,9 @@ def main():
     if args.drop_convert_env and os.path.isdir(fetcher.env.dir):
         shutil.rmtree(fetcher.env.dir)
         say(f'removed the conversion environment {fetcher.env.dir}')
+    copied = install_manifest(args.manifest, manifest, args.home)
+    if copied:
+        say(f'installed {", ".join(copied)} into {args.home}')
     quiet = all(r['origin'] == 'already here' for r in results)
     if not quiet:
         print('models:', file=sys.stderr)

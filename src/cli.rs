@@ -50,11 +50,12 @@ where
 /// and the fusion configuration. Unset options keep the library's defaults.
 #[derive(Args)]
 pub struct ModelArgs {
-    /// Model manifest (default: $AFFECTSTREAM_MODELS_TOML, else the one setup installed).
+    /// Model manifest (default: $AFFECTSTREAM_MODELS_TOML, else models.toml in the data
+    /// directory that scripts/setup.sh fills; README: Install).
     #[arg(long)]
     models: Option<PathBuf>,
-    /// Directory holding the model files (default: $AFFECTSTREAM_MODEL_DIR, else the one
-    /// setup filled).
+    /// Directory holding the model files (default: $AFFECTSTREAM_MODEL_DIR, else models/ in the
+    /// data directory).
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Execution provider: auto (CUDA when available, else CPU), cpu, or cuda (an error when

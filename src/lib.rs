@@ -4,7 +4,8 @@
 //!
 //! One module per pipeline stage, in data-flow order: [`capture`] → [`face`] → [`encode`]
 //! (expression, speech) and [`audio`] → [`fusion`] → [`sink`]; [`metrics`] measures every
-//! frame; [`pipeline`] wires the stages into threads; [`manifest`] describes the models.
+//! frame; [`pipeline`] wires the stages into threads; [`manifest`] describes the models;
+//! [`home`] says where the installed manifest, models and ONNX Runtime are.
 //! See ARCHITECTURE.md.
 
 pub mod audio;
@@ -17,6 +18,7 @@ pub mod encode;
 pub mod eval;
 pub mod face;
 pub mod fusion;
+pub mod home;
 pub mod manifest;
 pub mod metrics;
 #[cfg(feature = "overlay")]

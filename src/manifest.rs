@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 /// Errors reading the manifest or resolving a model file.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
+    #[error("model manifest {path} is missing; {hint}", hint = crate::home::INSTALL_HINT)]
+    MissingManifest { path: PathBuf },
     #[error("cannot read model manifest {path}: {source}")]
     Read {
         path: PathBuf,
@@ -21,7 +23,7 @@ pub enum ManifestError {
     Parse { path: PathBuf, message: String },
     #[error("model manifest has no entry for role '{0}'")]
     MissingRole(String),
-    #[error("model file {path} ({role}) is missing; run scripts/setup.sh to fetch the models")]
+    #[error("model file {path} ({role}) is missing; {hint}", hint = crate::home::INSTALL_HINT)]
     MissingFile { role: String, path: PathBuf },
     #[error(
         "model file {path} ({role}) has sha256 {actual}, the manifest expects {expected}; run scripts/setup.sh to fetch it again"
@@ -218,13 +220,21 @@ pub struct HeadSpec {
 pub const FACE_HEAD_KINDS: [&str; 3] = ["classes", "va", "classes_va"];
 
 impl Manifest {
-    /// Reads `models.toml` in `manifest_dir`; model files are looked up in `model_dir`.
+    /// Reads the manifest at `manifest_path`; model files are looked up in `model_dir`, the
+    /// files it names itself (`prosody_head`) beside it.
     pub fn load(manifest_path: &Path, model_dir: &Path) -> Result<Self, ManifestError> {
-        let text =
-            std::fs::read_to_string(manifest_path).map_err(|source| ManifestError::Read {
-                path: manifest_path.to_owned(),
-                source,
-            })?;
+        let text = std::fs::read_to_string(manifest_path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ManifestError::MissingManifest {
+                    path: manifest_path.to_owned(),
+                }
+            } else {
+                ManifestError::Read {
+                    path: manifest_path.to_owned(),
+                    source,
+                }
+            }
+        })?;
         let mut manifest = Self::parse(&text).map_err(|e| match e {
             ManifestError::Parse { message, .. } => ManifestError::Parse {
                 path: manifest_path.to_owned(),
@@ -699,32 +709,32 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         .collect())
 }
 
-/// Repository root of this build: default home of `models/` and `.venv/`.
-pub fn project_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Default manifest path (`models/models.toml`), overridable with `AFFECTSTREAM_MODELS_TOML`.
+/// Default manifest path: `$AFFECTSTREAM_MODELS_TOML`, else `models.toml` in the data directory
+/// (see [`crate::home`]).
 pub fn default_manifest_path() -> PathBuf {
-    std::env::var_os("AFFECTSTREAM_MODELS_TOML")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("models").join("models.toml"))
+    crate::home::Environment::from_process()
+        .manifest_path(None)
+        .path
 }
 
-/// Default model directory (`models/cache`), overridable with `AFFECTSTREAM_MODEL_DIR`.
+/// Default model directory: `$AFFECTSTREAM_MODEL_DIR`, else `models/` in the data directory
+/// (see [`crate::home`]).
 pub fn default_model_dir() -> PathBuf {
-    std::env::var_os("AFFECTSTREAM_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("models").join("cache"))
+    crate::home::Environment::from_process()
+        .model_dir(None)
+        .path
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The repository's manifest (what setup installs into the data directory).
     #[test]
     fn project_manifest_is_valid() {
-        let m = Manifest::load(&default_manifest_path(), &default_model_dir()).unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let m = Manifest::load(&root.join("models/models.toml"), &root.join("models")).unwrap();
+        assert!(m.prosody_head_path().unwrap().is_file());
         let fer = m.entry("face_expression").unwrap();
         assert_eq!(fer.head.labels.len(), 7);
         assert_eq!(fer.input.size, [64, 64]);
@@ -817,6 +827,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("afs-manifest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("m.toml");
+        // Not there: the error names the file and the command that installs it.
+        std::fs::remove_file(&path).ok();
+        let err = Manifest::load(&path, &dir).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("{} is missing", path.display()))
+                && err.contains("scripts/setup.sh"),
+            "{err}"
+        );
         std::fs::write(
             &path,
             "[models.x]\nfile='a'\nsha256='zz'\n[models.x.head]\nkind='vad'\n",

@@ -1,8 +1,9 @@
 //! Setup on a machine nobody prepared (issue 14): a fresh clone in a temporary directory with
-//! no `../shared` beside it and no `AFFECTSTREAM_MODEL_MIRROR`, a private cache, then
-//! `scripts/setup.sh`. Every model must come from its public source (PyPI, npm, Debian, URL),
-//! the Keras and TFJS sources converted and accepted by their reference outputs, and
-//! `affectstream run` on a test clip must give faces and voice with those files.
+//! no `../shared` beside it and no `AFFECTSTREAM_MODEL_MIRROR`, a private cache and a private
+//! data directory (`AFFECTSTREAM_HOME`), then `scripts/setup.sh`. Every model must come from its
+//! public source (PyPI, npm, Debian, URL), the Keras and TFJS sources converted and accepted by
+//! their reference outputs; then, with the clone deleted, `affectstream run` on a test clip
+//! must give faces and voice with what setup put in the data directory alone.
 //!
 //! Only the conversion virtualenv (TensorFlow + tf2onnx, ~1.3 GB) is shared between runs, in
 //! `~/.cache/affectstream` (`AFFECTSTREAM_CONVERT_ENVS`): its first build is the cold run.
@@ -64,16 +65,18 @@ fn fresh_clone(into: &Path) -> PathBuf {
     clone
 }
 
-/// Runs `scripts/setup.sh` in `clone` with no mirror and the given caches; its own process
-/// group is killed if it outlives [`SETUP_LIMIT`]. Returns the exit code and what it printed.
-fn run_setup(clone: &Path, cache: &Path, envs: &Path) -> (Option<i32>, String) {
-    let log = clone.join("setup.log");
+/// Runs `scripts/setup.sh` in `clone` with no mirror, the given caches and data directory; its
+/// own process group is killed if it outlives [`SETUP_LIMIT`]. Returns the exit code and what
+/// it printed.
+fn run_setup(clone: &Path, cache: &Path, envs: &Path, home: &Path) -> (Option<i32>, String) {
+    let log = clone.parent().unwrap().join("setup.log");
     let file = File::create(&log).unwrap();
     let mut cmd = Command::new("bash");
     cmd.arg("scripts/setup.sh")
         .current_dir(clone)
         .env("AFFECTSTREAM_CACHE", cache)
         .env("AFFECTSTREAM_CONVERT_ENVS", envs)
+        .env("AFFECTSTREAM_HOME", home)
         .stdin(Stdio::null())
         .stdout(file.try_clone().unwrap())
         .stderr(file)
@@ -125,11 +128,12 @@ fn setup_without_a_mirror_gets_every_default_model_from_public_sources() {
         "the clone's parent must have no shared/"
     );
     let clone = fresh_clone(&tmp);
-    let home = std::env::var_os("HOME").map(PathBuf::from).expect("HOME");
+    let user_home = std::env::var_os("HOME").map(PathBuf::from).expect("HOME");
     let envs = std::env::var_os("AFFECTSTREAM_CONVERT_ENVS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/affectstream"));
-    let (code, log) = run_setup(&clone, &tmp.join("cache"), &envs);
+        .unwrap_or_else(|| user_home.join(".cache/affectstream"));
+    let home = tmp.join("data");
+    let (code, log) = run_setup(&clone, &tmp.join("cache"), &envs, &home);
     eprintln!("{log}");
     assert_eq!(code, Some(0), "setup failed:\n{log}");
     // The table names where each default model came from and how it was checked.
@@ -145,29 +149,34 @@ fn setup_without_a_mirror_gets_every_default_model_from_public_sources() {
     }
     assert!(log.contains("the default pipeline can run"), "{log}");
     assert!(!log.contains(" mirror "), "no mirror may be used:\n{log}");
-    let models = clone.join("models/cache");
-    let record = std::fs::read_to_string(models.join("fer_mini_xception_fer2013.onnx.sha256"))
+    let record = std::fs::read_to_string(home.join("models/fer_mini_xception_fer2013.onnx.sha256"))
         .expect("setup records the converted model's sha256");
     assert!(record.contains("source_sha256 59534287"), "{record}");
+    for installed in ["models.toml", "prosody_head.json", "lib/libonnxruntime.so"] {
+        assert!(home.join(installed).is_file(), "setup installs {installed}");
+    }
 
-    // The program loads what setup made (the converted model through its record) and gives
-    // faces and voice on a clip with a speaker.
-    let ort = std::fs::read_to_string(clone.join(".venv/affectstream-ort-path")).unwrap();
+    // With the clone (and its .venv) gone, the program loads what setup put in the data
+    // directory (the converted model through its record) and gives faces and voice on a clip
+    // with a speaker.
+    std::fs::remove_dir_all(&clone).unwrap();
     let out_path = tmp.join("records.jsonl");
-    let manifest = clone.join("models/models.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-        .args(["run", "--source", media.to_str().unwrap(), "--out"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
+    cmd.args(["run", "--source", media.to_str().unwrap(), "--out"])
         .arg(&out_path)
-        .arg("--models")
-        .arg(&manifest)
-        .arg("--model-dir")
-        .arg(&models)
         .arg("--no-listen")
-        .env("ORT_DYLIB_PATH", ort.trim())
+        .current_dir(&tmp)
+        .env("AFFECTSTREAM_HOME", &home)
         .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run affectstream");
+        .stdin(Stdio::null());
+    for var in [
+        "AFFECTSTREAM_MODEL_DIR",
+        "AFFECTSTREAM_MODELS_TOML",
+        "ORT_DYLIB_PATH",
+    ] {
+        cmd.env_remove(var);
+    }
+    let out = cmd.output().expect("run affectstream");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "affectstream run failed: {stderr}");
     let records: Vec<_> = common::read_jsonl(&out_path)

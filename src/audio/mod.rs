@@ -61,7 +61,8 @@ impl Default for AudioConfig {
 }
 
 /// The prosody heads: linear maps from prosody features to arousal and valence, fitted on
-/// RAVDESS (scripts/prosody/), shipped as `models/prosody_head.json`.
+/// RAVDESS (scripts/prosody/), committed as `models/prosody_head.json` and installed beside the
+/// manifest in the data directory.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct ProsodyHeads {
     /// Feature names in order (checked against the extractor's).

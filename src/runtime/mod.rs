@@ -17,7 +17,8 @@ pub mod head;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error(
-        "ONNX Runtime library not found (looked at {looked}); run scripts/setup.sh, or set ORT_DYLIB_PATH to a libonnxruntime.so of version >= 1.24"
+        "ONNX Runtime library not found at {looked}; {hint}, or set ORT_DYLIB_PATH to a libonnxruntime.so of version >= 1.24",
+        hint = crate::home::INSTALL_HINT
     )]
     LibraryMissing { looked: String },
     #[error("cannot load ONNX Runtime from {path}: {message}")]
@@ -115,31 +116,21 @@ pub struct Runtime {
 /// The process-wide ONNX Runtime environment (the library can be loaded once per process).
 static ORT_ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
-/// Path of the ONNX Runtime library: `ORT_DYLIB_PATH`, else the path `scripts/setup.sh`
-/// recorded in `.venv/affectstream-ort-path`.
+/// Path of the ONNX Runtime library: `ORT_DYLIB_PATH`, else `lib/libonnxruntime.so` in the
+/// data directory, where `scripts/setup.sh` copies it (see [`crate::home`]).
 pub fn find_library() -> Result<PathBuf, RuntimeError> {
-    let record = crate::manifest::project_root()
-        .join(".venv")
-        .join("affectstream-ort-path");
-    let mut looked = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Ok(p);
-        }
-        looked.push(format!("ORT_DYLIB_PATH={}", p.display()));
+    library_at(crate::home::Environment::from_process().ort_library(None))
+}
+
+/// The library at `located`, when it is a file; else the error saying where it looked.
+fn library_at(located: crate::home::Located) -> Result<PathBuf, RuntimeError> {
+    if located.path.is_file() {
+        Ok(located.path)
+    } else {
+        Err(RuntimeError::LibraryMissing {
+            looked: located.to_string(),
+        })
     }
-    if let Ok(text) = std::fs::read_to_string(&record) {
-        let p = PathBuf::from(text.trim());
-        if p.is_file() {
-            return Ok(p);
-        }
-        looked.push(p.display().to_string());
-    }
-    looked.push(record.display().to_string());
-    Err(RuntimeError::LibraryMissing {
-        looked: looked.join(", "),
-    })
 }
 
 impl Runtime {
@@ -216,5 +207,37 @@ impl Runtime {
         builder
             .commit_from_file(path)
             .map_err(|e| model_err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::home::{DataDirOrigin, Environment, Located, Origin};
+
+    #[test]
+    fn a_missing_library_names_where_it_looked_and_setup() {
+        let env = Environment {
+            affectstream_home: Some("/nonexistent/afs-home".into()),
+            ..Environment::default()
+        };
+        let located = env.ort_library(None);
+        assert_eq!(
+            located.origin,
+            Origin::DataDir(DataDirOrigin::AffectstreamHome)
+        );
+        let err = library_at(located).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/afs-home/lib/libonnxruntime.so (in the data directory, from AFFECTSTREAM_HOME)")
+                && err.contains("scripts/setup.sh")
+                && err.contains("ORT_DYLIB_PATH"),
+            "{err}"
+        );
+        let this_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runtime/mod.rs");
+        let found = library_at(Located {
+            path: this_file.clone(),
+            origin: Origin::Env(crate::home::ORT_VAR),
+        });
+        assert_eq!(found.unwrap(), this_file);
     }
 }
