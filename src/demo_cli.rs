@@ -7,7 +7,7 @@ use clap::Args;
 use affectstream::demo::{DemoOptions, DemoSummary};
 use affectstream::overlay::QuitSignal;
 
-use crate::cli::ModelArgs;
+use crate::options::ModelArgs;
 
 /// Options of `affectstream demo`.
 #[derive(Args)]

@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo_cli;
+mod options;
 
 use std::process::ExitCode;
 
