@@ -9,4 +9,6 @@ cd "$ROOT"
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --release --all-targets --locked -- -D warnings
+# The library as an embedding program gets it (no default features) builds clean too.
+cargo clippy --release --no-default-features --lib --example embed --locked -- -D warnings
 cargo test --release --locked "$@"

@@ -40,6 +40,7 @@ use appsink::{attach_audio_sinks, attach_video_sink, link_branch};
 pub use bus::StopHandle;
 use bus::first_bus_error;
 use delivery::TargetSlot;
+#[cfg(feature = "overlay")]
 pub(crate) use delivery::deliver;
 pub use delivery::{
     AUDIO_QUEUE, CaptureCounters, CaptureOutputs, CaptureTargets, Closed, Delivery, Layout,
