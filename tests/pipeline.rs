@@ -276,3 +276,79 @@ fn invalid_fusion_parameters_set_in_code_fail_the_run_naming_the_field() {
     let written = std::fs::read_to_string(&out).unwrap_or_default();
     assert!(written.is_empty(), "no record is fused: {written}");
 }
+
+/// The two audio branches (16 kHz for voice activity, 44.1 kHz for speech emotion) reach the
+/// audio stage from separate GStreamer threads, so which is ahead varies from run to run. The
+/// voice estimates, SNR included, must not depend on it.
+#[test]
+fn the_voice_does_not_depend_on_which_audio_branch_arrives_first() {
+    use affectstream::capture::AudioBlock;
+    use affectstream::pipeline::{Models, RunOptions};
+    let options = RunOptions {
+        device: affectstream::runtime::DeviceRequest::Cpu,
+        ..RunOptions::new("")
+    };
+    let mut audio = Models::load(&options).expect("models").audio;
+    let wav = testdata().join("speech/ravdess/03-01-05-02-01-01-05.wav");
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    let spec = reader.spec();
+    let scale = f32::from(i16::MAX);
+    let samples: Vec<f32> = reader
+        .samples::<i16>()
+        .step_by(usize::from(spec.channels))
+        .map(|s| f32::from(s.unwrap()) / scale)
+        .collect();
+    // Linear interpolation is enough here: both orders get the same signal.
+    let resample = |rate: u32| -> Vec<f32> {
+        let n = samples.len() as u64 * u64::from(rate) / u64::from(spec.sample_rate);
+        (0..n)
+            .map(|i| {
+                let x = i as f64 * f64::from(spec.sample_rate) / f64::from(rate);
+                let (j, f) = (x as usize, (x.fract()) as f32);
+                let a = samples[j.min(samples.len() - 1)];
+                let b = samples[(j + 1).min(samples.len() - 1)];
+                a + (b - a) * f
+            })
+            .collect()
+    };
+    let blocks = |rate: u32| -> Vec<AudioBlock> {
+        let per = rate as usize / 10;
+        resample(rate)
+            .chunks(per)
+            .enumerate()
+            .map(|(i, c)| AudioBlock {
+                rate,
+                pts: Some(Duration::from_millis(100 * i as u64)),
+                samples: c.to_vec(),
+            })
+            .collect()
+    };
+    let (b16, b44) = (blocks(16_000), blocks(44_100));
+    let interleaved: Vec<&AudioBlock> = b16.iter().zip(&b44).flat_map(|(a, b)| [a, b]).collect();
+    let vad_first: Vec<&AudioBlock> = b16.iter().chain(&b44).collect();
+    let mut run = |order: &[&AudioBlock]| {
+        let mut out = Vec::new();
+        for block in order {
+            out.extend(audio.push(block).unwrap());
+        }
+        out.extend(audio.finish().unwrap());
+        audio.reset();
+        out.iter()
+            .map(|e| {
+                let emotion = e.emotion.as_ref();
+                (
+                    e.t_end,
+                    emotion.and_then(|m| m.snr_db),
+                    emotion.map(|m| (m.valence, m.arousal)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let a = run(&interleaved);
+    let b = run(&vad_first);
+    assert!(
+        a.iter().any(|(_, snr, _)| snr.is_some()),
+        "speech gives an SNR"
+    );
+    assert_eq!(a, b);
+}

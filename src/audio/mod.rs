@@ -151,7 +151,8 @@ pub struct AudioStage {
     chunks_done: u64,
     vad_history: VecDeque<f32>,
     /// (energy, speech probability) of the chunks of the last 10 s, for the SNR estimate.
-    energy_history: VecDeque<(f32, f32)>,
+    /// (end sample at 16 kHz, energy, speech probability) of each VAD chunk.
+    energy_history: VecDeque<(u64, f32, f32)>,
     /// VAD results (chunk end in 16 kHz samples, probability) not yet emitted.
     waiting: VecDeque<(u64, f32)>,
     /// 16 kHz samples `[buf16_start, samples16)`.
@@ -178,6 +179,9 @@ const MAX_LEAD_S: usize = 10;
 const MAX_WAITING: usize = 256;
 /// Chunks of history for the noise floor (10 s of 32 ms chunks).
 const ENERGY_HISTORY: usize = 312;
+/// Chunks kept: the noise-floor history before the oldest window still to be analysed, plus
+/// the chunks the 16 kHz branch may be ahead by (at most the waiting VAD results).
+const ENERGY_KEPT: usize = ENERGY_HISTORY + MAX_WAITING;
 
 /// Appends `samples` to a ring that starts at absolute sample `start`, keeping at most `keep`.
 fn push_ring(ring: &mut VecDeque<f32>, start: &mut u64, samples: &[f32], keep: usize) {
@@ -217,7 +221,7 @@ impl AudioStage {
             start: None,
             chunks_done: 0,
             vad_history: VecDeque::new(),
-            energy_history: VecDeque::with_capacity(ENERGY_HISTORY),
+            energy_history: VecDeque::with_capacity(ENERGY_KEPT),
             waiting: VecDeque::new(),
             buf16: VecDeque::new(),
             buf16_start: 0,
@@ -297,10 +301,10 @@ impl AudioStage {
                         source,
                     })?;
                     let energy = chunk.iter().map(|x| x * x).sum::<f32>() / VAD_CHUNK as f32;
-                    if self.energy_history.len() == ENERGY_HISTORY {
+                    if self.energy_history.len() == ENERGY_KEPT {
                         self.energy_history.pop_front();
                     }
-                    self.energy_history.push_back((energy, prob));
+                    self.energy_history.push_back((end16, energy, prob));
                     self.chunks_done += 1;
                     self.waiting
                         .push_back((self.chunks_done * VAD_CHUNK as u64, prob));
@@ -335,22 +339,26 @@ impl AudioStage {
         Ok(out)
     }
 
-    /// Speech-to-noise ratio (dB) from the chunk history: mean energy of speech chunks over the
-    /// median energy of non-speech chunks.
-    fn snr_db(&self) -> Option<f32> {
-        let mut noise: Vec<f32> = self
-            .energy_history
-            .iter()
-            .filter(|(_, p)| *p < 0.3)
-            .map(|(e, _)| *e)
+    /// Speech-to-noise ratio (dB) of the window ending at 16 kHz sample `end16`: mean energy of
+    /// its speech chunks over the median energy of the non-speech chunks of the 10 s before.
+    /// Only chunks up to `end16` count, so the value does not depend on how far the 16 kHz
+    /// branch happened to be ahead of the 44.1 kHz one (thread timing).
+    fn snr_db(&self, end16: u64) -> Option<f32> {
+        let past = || {
+            self.energy_history
+                .iter()
+                .filter(move |(end, ..)| *end <= end16)
+        };
+        let skip = past().count().saturating_sub(ENERGY_HISTORY);
+        let mut noise: Vec<f32> = past()
+            .skip(skip)
+            .filter(|(_, _, p)| *p < 0.3)
+            .map(|(_, e, _)| *e)
             .collect();
-        let speech: Vec<f32> = self
-            .energy_history
-            .iter()
-            .rev()
-            .take(self.window_chunks())
-            .filter(|(_, p)| *p > 0.5)
-            .map(|(e, _)| *e)
+        let window_start = end16.saturating_sub(self.window16());
+        let speech: Vec<f32> = past()
+            .filter(|(end, _, p)| *end > window_start && *p > 0.5)
+            .map(|(_, e, _)| *e)
             .collect();
         if noise.len() < 5 || speech.is_empty() {
             return None;
@@ -421,7 +429,7 @@ impl AudioStage {
             prosody,
             valence,
             arousal,
-            snr_db: self.snr_db(),
+            snr_db: self.snr_db(end16),
             clipping,
         });
         self.emotion_updated = true;
