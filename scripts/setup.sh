@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One setup step for a fresh Debian 12 / Ubuntu machine; quick when nothing is missing.
-#   1. the Debian packages the crates and the runtime need (only the missing ones);
+#   1. the Debian packages the crates and the runtime need (only the missing ones), nats-server
+#      (2.9, the broker of `affectstream worker` and of its tests) among them;
 #   2. the ONNX Runtime shared library, from the PyPI `onnxruntime` wheel in ./.venv
 #      (pinned to a version ort's `api-24` accepts), its path recorded for the program;
 #   3. the models in models/models.toml, into models/cache/ (models/fetch.py): from
@@ -36,7 +37,8 @@ APT_PACKAGES=(pkg-config python3 python3-venv
   libopencv-dev clang libclang-dev opencv-data libasound2-dev alsa-utils
   libxkbcommon-dev libxkbcommon-x11-0 libx11-dev libxcursor1 libxrandr2 libxi6 libx11-xcb1
   libgl1-mesa-dri libgl1 libegl1 libegl-mesa0 mesa-vulkan-drivers libvulkan1
-  xvfb x11-apps x11-utils xdotool imagemagick fonts-dejavu-core)
+  xvfb x11-apps x11-utils xdotool imagemagick fonts-dejavu-core
+  nats-server)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
