@@ -87,6 +87,35 @@ pub async fn compare_and_set(store: &Store, key: &str, value: Bytes, expected: u
     }
 }
 
+/// Renews our lease (`update` with the last revision we know). When the server says the
+/// revision moved, the key is read back: a value under our name and claim is our own write
+/// whose ack was lost (the broker restarted between storing and answering), and its revision
+/// is adopted; anything else means the lease is gone.
+pub async fn renew(
+    store: &Store,
+    key: &str,
+    value: Bytes,
+    expected: u64,
+    worker: &str,
+    claim_rev: u64,
+) -> Cas {
+    match compare_and_set(store, key, value, expected).await {
+        Cas::Lost => match store.entry(key).await {
+            Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+                match serde_json::from_slice::<LeaseValue>(&entry.value) {
+                    Ok(v) if v.worker == worker && v.lease_rev == Some(claim_rev) => {
+                        Cas::Won(entry.revision)
+                    }
+                    _ => Cas::Lost,
+                }
+            }
+            Ok(_) => Cas::Lost,
+            Err(e) => Cas::Failed(e.to_string()),
+        },
+        other => other,
+    }
+}
+
 /// Deletes our lease (a tombstone, so another worker claims at once), only while it is still
 /// at `revision`.
 pub async fn release(store: &Store, key: &str, revision: u64) -> Result<(), String> {

@@ -1018,8 +1018,9 @@ impl Control {
             let store = leases.clone();
             let (key, expected, claim_rev) = (camera.clone(), held.rev, held.claim_rev);
             let replies = replies.clone();
+            let me = self.opts.name.clone();
             tokio::spawn(async move {
-                let result = lease::compare_and_set(&store, &key, value, expected).await;
+                let result = lease::renew(&store, &key, value, expected, &me, claim_rev).await;
                 replies
                     .send(Reply::Renew {
                         camera: key,
