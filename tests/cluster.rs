@@ -1002,3 +1002,133 @@ fn wait_list_with(
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn the_tls_options_reach_a_broker_that_only_speaks_tls() {
+    let _serial = serial();
+    let dir = temp_dir("cluster-tls");
+    let (ca, cert, key) = certificates(&dir);
+    let nats = Nats::start(
+        &dir,
+        &[
+            "--tls",
+            "--tlscert",
+            cert.to_str().unwrap(),
+            "--tlskey",
+            key.to_str().unwrap(),
+        ],
+    );
+    let url = format!("tls://127.0.0.1:{}", nats.port);
+    let ca = ca.to_str().unwrap();
+    let out = cli(&[
+        "cameras",
+        "--nats",
+        &url,
+        "--nats-tls-ca",
+        ca,
+        "add",
+        "c",
+        "rtsp://cam/x",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = cli(&["cameras", "--nats", &url, "--nats-tls-ca", ca, "list"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout.starts_with("c  rtsp://cam/x  -  unassigned"),
+        "{}",
+        out.stdout
+    );
+    let out = cli(&[
+        "tail",
+        "--nats",
+        &url,
+        "--nats-tls-ca",
+        ca,
+        "--idle-exit",
+        "0.5",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    // Without the CA the server's certificate is refused, clearly.
+    let out = cli(&["cameras", "--nats", &url, "--nats-timeout", "2", "list"]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    std::fs::remove_dir_all(dir).ok();
+}
