@@ -58,6 +58,19 @@ pub struct LeaseValue {
     /// The revision of the claim (the `lease_rev` of the records), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_rev: Option<u64>,
+    /// The holder's process instance (random per process): tells a worker its own writes
+    /// from those of an earlier process of the same name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+impl LeaseValue {
+    /// True when this value is a claim (not yet renewed) written by `worker`'s `instance`.
+    pub fn is_claim_of(&self, worker: &str, instance: &str) -> bool {
+        self.worker == worker
+            && self.instance.as_deref() == Some(instance)
+            && self.lease_rev.is_none()
+    }
 }
 
 impl LeaseValue {
@@ -87,31 +100,60 @@ pub async fn compare_and_set(store: &Store, key: &str, value: Bytes, expected: u
     }
 }
 
+/// Reads back a key after a compare-and-set was refused: `Won(revision)` when its value is our
+/// own write (`ours`), which happens when the broker stored it but its ack was lost (a broker
+/// restart, or a request the client delivered after it had timed out); else `Lost`.
+async fn read_back(store: &Store, key: &str, ours: impl Fn(&LeaseValue) -> bool) -> Cas {
+    match store.entry(key).await {
+        Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
+            match serde_json::from_slice::<LeaseValue>(&entry.value) {
+                Ok(v) if ours(&v) => Cas::Won(entry.revision),
+                _ => Cas::Lost,
+            }
+        }
+        Ok(_) => Cas::Lost,
+        Err(e) => Cas::Failed(e.to_string()),
+    }
+}
+
+/// Claims a camera: `update` with `expected` (0 for an absent key, the tombstone's revision
+/// for a deleted one); a refusal whose value is our own claim counts as won.
+pub async fn claim(
+    store: &Store,
+    key: &str,
+    value: Bytes,
+    expected: u64,
+    worker: &str,
+    instance: &str,
+) -> Cas {
+    match compare_and_set(store, key, value, expected).await {
+        Cas::Lost => read_back(store, key, |v| v.is_claim_of(worker, instance)).await,
+        other => other,
+    }
+}
+
 /// Renews our lease (`update` with the last revision we know). When the server says the
-/// revision moved, the key is read back: a value under our name and claim is our own write
-/// whose ack was lost (the broker restarted between storing and answering), and its revision
-/// is adopted; anything else means the lease is gone.
+/// revision moved, the key is read back: a value under our name, instance and claim is our
+/// own write whose ack was lost, and its revision is adopted; anything else means the lease
+/// is gone.
 pub async fn renew(
     store: &Store,
     key: &str,
     value: Bytes,
     expected: u64,
     worker: &str,
+    instance: &str,
     claim_rev: u64,
 ) -> Cas {
     match compare_and_set(store, key, value, expected).await {
-        Cas::Lost => match store.entry(key).await {
-            Ok(Some(entry)) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
-                match serde_json::from_slice::<LeaseValue>(&entry.value) {
-                    Ok(v) if v.worker == worker && v.lease_rev == Some(claim_rev) => {
-                        Cas::Won(entry.revision)
-                    }
-                    _ => Cas::Lost,
-                }
-            }
-            Ok(_) => Cas::Lost,
-            Err(e) => Cas::Failed(e.to_string()),
-        },
+        Cas::Lost => {
+            read_back(store, key, |v| {
+                v.worker == worker
+                    && v.instance.as_deref() == Some(instance)
+                    && v.lease_rev == Some(claim_rev)
+            })
+            .await
+        }
         other => other,
     }
 }

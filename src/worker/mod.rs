@@ -395,6 +395,11 @@ struct Control {
     heartbeat_sent: Option<Instant>,
     heartbeat_in_flight: bool,
     renew_failing: bool,
+    /// Random per process, written into every lease value.
+    instance: String,
+    /// The control connection's state: no claims while it is down (the client would deliver
+    /// them late, after their reply timed out).
+    control_state: Option<Arc<ConnectionState>>,
 }
 
 /// Decodes a JSON value of a KV entry (None for deletions and unreadable values).
@@ -427,6 +432,12 @@ impl Control {
             heartbeat_sent: None,
             heartbeat_in_flight: false,
             renew_failing: false,
+            instance: format!(
+                "{:016x}",
+                (crate::streams::settings::Jitter::new(u64::from(std::process::id())).next_unit()
+                    * (u64::MAX as f64)) as u64
+            ),
+            control_state: None,
         }
     }
 
@@ -480,6 +491,7 @@ impl Control {
         let Some(data) = self.connect("data").await else {
             return WorkerSummary::default();
         };
+        self.control_state = Some(control.state.clone());
         if let Ok(mut list) = self.counters.connections.lock() {
             list.push(("control", control.state.clone()));
             list.push(("data", data.state.clone()));
@@ -681,6 +693,9 @@ impl Control {
         timing: &Timing,
         backlog: &Arc<Backlog>,
     ) {
+        if self.held.contains_key(&camera) {
+            return;
+        }
         let Some((entry, entry_rev)) = self
             .cameras
             .get(&camera)
@@ -815,7 +830,7 @@ impl Control {
     ) {
         let now = Instant::now();
         self.heartbeat(&layout.workers, timing, replies);
-        self.reap(&layout.leases, backlog);
+        self.reap(&layout.leases);
         // Fencing: no successful renew for `fence`.
         let fenced: Vec<String> = self
             .held
@@ -877,11 +892,16 @@ impl Control {
             }
         }
         self.renew(&layout.leases, timing, replies);
-        if [Bucket::Cameras, Bucket::Leases, Bucket::Workers]
-            .iter()
-            .all(|b| self.is_settled(*b, now))
+        let connected = self
+            .control_state
+            .as_ref()
+            .is_some_and(|s| s.get() == ConnectionState::CONNECTED);
+        if connected
+            && [Bucket::Cameras, Bucket::Leases, Bucket::Workers]
+                .iter()
+                .all(|b| self.is_settled(*b, now))
         {
-            self.balance(&layout.leases, timing, replies);
+            self.balance(&layout.leases, timing, backlog, replies);
         }
         self.counters
             .held
@@ -923,7 +943,7 @@ impl Control {
 
     /// Joins cameras whose pipeline ended: stopped ones give their lease back (or are
     /// forgotten), failed ones wait for their retry.
-    fn reap(&mut self, leases: &Store, backlog: &Arc<Backlog>) {
+    fn reap(&mut self, leases: &Store) {
         let done: Vec<String> = self
             .held
             .iter()
@@ -934,7 +954,6 @@ impl Control {
             })
             .map(|(c, _)| c.clone())
             .collect();
-        let _ = backlog;
         for camera in done {
             let Some(mut held) = self.held.remove(&camera) else {
                 continue;
@@ -1013,14 +1032,17 @@ impl Control {
                 state: state.0,
                 reason: state.1.map(|r| crate::capture::redact_url(&r).text),
                 lease_rev: Some(held.claim_rev),
+                instance: Some(self.instance.clone()),
             }
             .to_bytes();
             let store = leases.clone();
             let (key, expected, claim_rev) = (camera.clone(), held.rev, held.claim_rev);
             let replies = replies.clone();
             let me = self.opts.name.clone();
+            let instance = self.instance.clone();
             tokio::spawn(async move {
-                let result = lease::renew(&store, &key, value, expected, &me, claim_rev).await;
+                let result =
+                    lease::renew(&store, &key, value, expected, &me, &instance, claim_rev).await;
                 replies
                     .send(Reply::Renew {
                         camera: key,
@@ -1035,16 +1057,41 @@ impl Control {
     }
 
     /// The fair-share rule: claims free cameras or gives one back.
-    fn balance(&mut self, leases: &Store, timing: &Timing, replies: &mpsc::Sender<Reply>) {
+    fn balance(
+        &mut self,
+        leases: &Store,
+        timing: &Timing,
+        backlog: &Arc<Backlog>,
+        replies: &mpsc::Sender<Reply>,
+    ) {
         let now = Instant::now();
         let me = self.opts.name.clone();
+        let stale = timing.ttl + timing.renew;
+        // Our own claims whose reply never came (stored after the request timed out) are ours.
+        let orphans: Vec<(String, u64, Instant)> = self
+            .leases
+            .iter()
+            .filter(|(c, seen)| {
+                !self.held.contains_key(*c)
+                    && !self.claiming.contains(c)
+                    && now.duration_since(seen.at) < stale
+                    && seen
+                        .value
+                        .as_ref()
+                        .is_some_and(|v| v.is_claim_of(&me, &self.instance))
+            })
+            .map(|(c, seen)| (c.clone(), seen.revision, seen.at))
+            .collect();
+        for (camera, revision, at) in orphans {
+            tracing::debug!(camera = %camera, "a claim of ours was stored after its reply timed out");
+            self.claimed(camera, revision, at, timing, backlog);
+        }
         let cameras: Vec<String> = self
             .cameras
             .iter()
             .filter(|(_, s)| s.value.is_some())
             .map(|(c, _)| c.clone())
             .collect();
-        let stale = timing.ttl + timing.renew;
         let mut holders: HashMap<String, String> = HashMap::new();
         for (camera, seen) in &self.leases {
             if let Some(v) = &seen.value
@@ -1111,13 +1158,16 @@ impl Control {
                         state: "connecting".into(),
                         reason: None,
                         lease_rev: None,
+                        instance: Some(self.instance.clone()),
                     }
                     .to_bytes();
                     let store = leases.clone();
                     let replies = replies.clone();
+                    let (me, instance) = (me.clone(), self.instance.clone());
                     tokio::spawn(async move {
                         let sent = Instant::now();
-                        let result = lease::compare_and_set(&store, &camera, value, expected).await;
+                        let result =
+                            lease::claim(&store, &camera, value, expected, &me, &instance).await;
                         replies
                             .send(Reply::Claim {
                                 camera,
