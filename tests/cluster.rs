@@ -584,6 +584,28 @@ fn cameras_split_evenly_a_joining_worker_takes_its_share_and_killed_or_stopped_w
         m.contains("affectstream_frames_in_total{stream=\"cam0\"}"),
         "{m}"
     );
+    // A camera removed from the registry is stopped and given back by its worker.
+    let u = nats.url();
+    let out = cli(&["cameras", "--nats", &u, "remove", "cam0"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let out = cli(&["cameras", "--nats", &u, "remove", "cam0"]);
+    assert!(
+        out.stderr.contains("no camera named 'cam0'"),
+        "{}",
+        out.stderr
+    );
+    let addr = metrics_addr(&w3);
+    let started = Instant::now();
+    loop {
+        let m = http_get(&addr, "/metrics");
+        if metric(&m, "affectstream_worker_cameras_held") == 3.0 {
+            assert!(!m.contains("stream=\"cam0\""), "{m}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(list(&nats).len(), 3);
     drop(w3);
     std::fs::remove_dir_all(dir).ok();
 }

@@ -159,12 +159,32 @@ pub async fn renew(
 }
 
 /// Deletes our lease (a tombstone, so another worker claims at once), only while it is still
-/// at `revision`.
-pub async fn release(store: &Store, key: &str, revision: u64) -> Result<(), String> {
-    store
-        .delete_expect_revision(key, Some(revision))
+/// ours: at `revision`, or at a later revision that holds our own renewal (one that was in
+/// flight when we decided to let go).
+pub async fn release(
+    store: &Store,
+    key: &str,
+    revision: u64,
+    worker: &str,
+    instance: &str,
+) -> Result<(), String> {
+    let mut revision = revision;
+    let mut last = String::new();
+    for _ in 0..3 {
+        match store.delete_expect_revision(key, Some(revision)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        match read_back(store, key, |v| {
+            v.worker == worker && v.instance.as_deref() == Some(instance)
+        })
         .await
-        .map_err(|e| e.to_string())
+        {
+            Cas::Won(current) if current != revision => revision = current,
+            _ => break,
+        }
+    }
+    Err(last)
 }
 
 fn epoch() -> Instant {

@@ -973,8 +973,10 @@ impl Control {
                     if release {
                         let store = leases.clone();
                         let (key, rev) = (camera.clone(), held.rev);
+                        let (me, instance) = (self.opts.name.clone(), self.instance.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = lease::release(&store, &key, rev).await {
+                            if let Err(e) = lease::release(&store, &key, rev, &me, &instance).await
+                            {
                                 tracing::debug!(camera = %key, "release failed (the lease expires instead): {e}");
                             }
                         });
@@ -1229,7 +1231,10 @@ impl Control {
             }
             if held.clock.valid() || !matches!(held.status.state, StreamState::Failed) {
                 let store = layout.leases.clone();
-                releases.push(async move { lease::release(&store, &camera, held.rev).await });
+                let (me, instance) = (self.opts.name.clone(), self.instance.clone());
+                releases.push(async move {
+                    lease::release(&store, &camera, held.rev, &me, &instance).await
+                });
                 self.counters.releases.fetch_add(1, Ordering::Relaxed);
             }
         }
