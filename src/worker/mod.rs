@@ -696,14 +696,41 @@ impl Control {
         if self.held.contains_key(&camera) {
             return;
         }
-        let Some((entry, entry_rev)) = self
+        let registered = self
             .cameras
             .get(&camera)
-            .and_then(|s| s.value.clone().map(|v| (v, s.revision)))
-        else {
+            .and_then(|s| s.value.clone().map(|v| (v, s.revision)));
+        self.counters.claims.fetch_add(1, Ordering::Relaxed);
+        let Some((entry, entry_rev)) = registered else {
+            // Removed from the registry meanwhile: give the lease straight back (next tick).
+            self.held.insert(
+                camera,
+                Held {
+                    entry: CameraEntry {
+                        url: String::new(),
+                        options: BTreeMap::new(),
+                        added_ms: 0,
+                    },
+                    entry_rev: 0,
+                    claim_rev: rev,
+                    rev,
+                    clock: Arc::new(LeaseClock::new(sent)),
+                    claimed_at: Instant::now(),
+                    last_sent: sent,
+                    renewing: false,
+                    written: None,
+                    status: CameraStatus {
+                        state: StreamState::Ended,
+                        reason: None,
+                    },
+                    phase: Phase::Stopping {
+                        run: None,
+                        release: true,
+                    },
+                },
+            );
             return;
         };
-        self.counters.claims.fetch_add(1, Ordering::Relaxed);
         tracing::info!(camera = %camera, lease_rev = rev, "claimed");
         let clock = Arc::new(LeaseClock::new(sent + timing.fence));
         let mut held = Held {
