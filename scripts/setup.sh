@@ -3,7 +3,8 @@
 # Everything the program reads at run time goes to the per-user data directory
 # ($AFFECTSTREAM_HOME, else $XDG_DATA_HOME/affectstream, else ~/.local/share/affectstream), so a
 # binary installed with `cargo install --path .` keeps working after the clone is deleted:
-#   1. the Debian packages the crates and the runtime need (only the missing ones);
+#   1. the Debian packages the crates and the runtime need (only the missing ones), nats-server
+#      (2.9, the broker of `affectstream worker` and of its tests) among them;
 #   2. the ONNX Runtime shared library: the PyPI `onnxruntime` wheel in ./.venv (pinned to a
 #      version ort's `api-24` accepts), its libonnxruntime*.so* copied to DATA/lib/ with
 #      DATA/lib/libonnxruntime.so linking to the versioned file (re-copied when the pinned
@@ -42,7 +43,8 @@ APT_PACKAGES=(pkg-config python3 python3-venv
   libopencv-dev clang libclang-dev opencv-data libasound2-dev alsa-utils
   libxkbcommon-dev libxkbcommon-x11-0 libx11-dev libxcursor1 libxrandr2 libxi6 libx11-xcb1
   libgl1-mesa-dri libgl1 libegl1 libegl-mesa0 mesa-vulkan-drivers libvulkan1
-  xvfb x11-apps x11-utils xdotool imagemagick fonts-dejavu-core)
+  xvfb x11-apps x11-utils xdotool imagemagick fonts-dejavu-core
+  nats-server)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -34,6 +34,10 @@ enum Command {
     Eval(EvalArgs),
     /// Live overlay: camera and microphone (or --source) with valence, arousal, gates and conflict.
     Demo(crate::demo_cli::DemoArgs),
+    /// Cameras spread over workers through NATS JetStream: cameras, worker, tail, bench-publish.
+    #[cfg(feature = "broker")]
+    #[command(flatten)]
+    Cluster(crate::cli_cluster::ClusterCommand),
 }
 
 #[derive(Args)]
@@ -209,6 +213,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench(args),
         Command::Eval(args) => eval(args),
         Command::Demo(args) => crate::demo_cli::demo(args),
+        #[cfg(feature = "broker")]
+        Command::Cluster(command) => crate::cli_cluster::run(command),
     }
 }
 

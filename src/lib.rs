@@ -5,11 +5,14 @@
 //! One module per pipeline stage, in data-flow order: [`capture`] → [`face`] → [`encode`]
 //! (expression, speech) and [`audio`] → [`fusion`] → [`sink`]; [`metrics`] measures every
 //! frame; [`pipeline`] wires the stages into threads; [`manifest`] describes the models;
-//! [`home`] says where the installed manifest, models and ONNX Runtime are.
+//! [`home`] says where the installed manifest, models and ONNX Runtime are. With the `broker`
+//! feature, `broker` and `worker` spread cameras over worker processes through NATS JetStream.
 //! See ARCHITECTURE.md.
 
 pub mod audio;
 pub mod bench;
+#[cfg(feature = "broker")]
+pub mod broker;
 pub mod capture;
 pub mod config;
 #[cfg(feature = "overlay")]
@@ -29,3 +32,5 @@ pub mod runtime;
 pub mod sink;
 pub mod stage;
 pub mod streams;
+#[cfg(feature = "broker")]
+pub mod worker;

@@ -1,6 +1,8 @@
 //! `affectstream` command line: parses arguments and hands off to the library.
 
 mod cli;
+#[cfg(feature = "broker")]
+mod cli_cluster;
 mod demo_cli;
 mod options;
 

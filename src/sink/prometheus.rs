@@ -118,11 +118,18 @@ pub struct WebSocketCounters {
     pub refused: AtomicU64,
 }
 
+/// More metrics a run adds to the exposition (the worker's lease and broker counters).
+pub trait MetricsSection: std::fmt::Debug + Send + Sync {
+    /// Appends this section's metrics, in the text exposition format, to `out`.
+    fn render(&self, out: &mut String);
+}
+
 /// All live counters of a run.
 #[derive(Debug, Default)]
 pub struct Registry {
     streams: Mutex<Vec<Arc<StreamMetrics>>>,
     sinks: Mutex<Vec<(String, Arc<SinkCounters>)>>,
+    sections: Mutex<Vec<Arc<dyn MetricsSection>>>,
     /// The WebSocket endpoint's counters.
     pub websocket: WebSocketCounters,
 }
@@ -132,6 +139,20 @@ impl Registry {
     pub fn add_stream(&self, metrics: Arc<StreamMetrics>) {
         if let Ok(mut streams) = self.streams.lock() {
             streams.push(metrics);
+        }
+    }
+
+    /// Removes the counters of stream `name` (a worker's camera that stopped).
+    pub fn remove_stream(&self, name: &str) {
+        if let Ok(mut streams) = self.streams.lock() {
+            streams.retain(|m| m.name != name);
+        }
+    }
+
+    /// Adds a section rendered after the built-in metrics.
+    pub fn add_section(&self, section: Arc<dyn MetricsSection>) {
+        if let Ok(mut sections) = self.sections.lock() {
+            sections.push(section);
         }
     }
 
@@ -284,11 +305,16 @@ impl Registry {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "affectstream_{name} {}", load(value));
         }
+        let sections = self.sections.lock().map(|s| s.clone()).unwrap_or_default();
+        for section in sections {
+            section.render(&mut out);
+        }
         out
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// Writes the `# HELP` and `# TYPE` lines of metric `affectstream_{name}`.
+pub fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(
         out,
         "# HELP affectstream_{name} {help}\n# TYPE affectstream_{name} {kind}"
@@ -296,7 +322,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// Escapes a label value (backslash, quote, newline).
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
