@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use opencv::core::{Mat, Vec3b};
 
 pub use crate::capture::FrameMeta;
 use crate::capture::VideoFrame;
@@ -37,13 +36,16 @@ pub enum FaceError {
     OpenCv(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
     WrongModel { path: PathBuf, message: String },
-    #[error("frame {index} has {len} bytes, expected {expected} for {width}x{height} RGB")]
+    #[error(
+        "frame {index} has a {len}-byte plane, expected {expected} for {width}x{height} {format:?}"
+    )]
     BadFrame {
         index: u64,
         len: usize,
         expected: usize,
         width: u32,
         height: u32,
+        format: crate::capture::PixelFormat,
     },
 }
 
@@ -192,22 +194,21 @@ impl FaceStage {
             height,
             ..
         } = frame.meta;
-        let rgb = frame.rgb();
-        let expected = width as usize * height as usize * 3;
-        if rgb.len() != expected || expected == 0 {
+        let image = frame.image();
+        if let Err((len, expected)) = image.check() {
             return Err(FaceError::BadFrame {
                 index,
-                len: rgb.len(),
+                len,
                 expected,
                 width,
                 height,
+                format: image.format,
             });
         }
         let due = self.frames_since_detection >= self.config.detect_interval.max(1) - 1
             || self.last.is_empty();
         if due {
-            let mat = frame_mat(&frame)?;
-            self.last = self.detector.detect(&mat)?;
+            self.last = self.detector.detect(&image)?;
             self.frames_since_detection = 0;
         } else {
             self.frames_since_detection += 1;
@@ -266,10 +267,4 @@ impl stage::Stage for FaceStage {
             t: frame.meta.pts,
         })
     }
-}
-
-/// An OpenCV view of a frame's packed RGB pixels (no copy).
-pub fn frame_mat(frame: &VideoFrame) -> opencv::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
-    let FrameMeta { width, height, .. } = frame.meta;
-    Mat::new_rows_cols_with_bytes::<Vec3b>(height as i32, width as i32, frame.rgb())
 }
