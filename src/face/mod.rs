@@ -5,6 +5,7 @@
 pub mod crop;
 pub mod detection;
 pub mod detector;
+pub mod schedule;
 pub mod tracker;
 
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use crate::stage::{self, Emit, Position, StageError};
 use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
 use detector::{DetectorConfig, FaceDetector, Haar, YuNet};
+use schedule::{Reason, Schedule};
 use tracker::Tracker;
 
 /// Errors of the face stage.
@@ -64,9 +66,14 @@ pub struct FaceConfig {
     pub track_iou: f32,
     /// How long a lost track is kept.
     pub track_max_gap: Duration,
-    /// Run the detector on every n-th frame (1 = every frame); frames between reuse the last
-    /// detections, and a frame with no face tracked is always searched.
+    /// Run the detector at least every n-th frame (1 = every frame); frames between reuse the
+    /// last detections through the tracker. A frame with no face tracked, the frame after a
+    /// detection that lost or started a track, and a frame with motion outside the tracked
+    /// boxes are always searched (see `face::schedule`).
     pub detect_interval: u32,
+    /// Share of the picture outside the tracked boxes (on a 64-pixel luma thumbnail) that must
+    /// have changed since the last detection to detect at once; 0 turns the check off.
+    pub detect_motion: f32,
 }
 
 impl Default for FaceConfig {
@@ -78,6 +85,7 @@ impl Default for FaceConfig {
             track_iou: 0.3,
             track_max_gap: Duration::from_millis(500),
             detect_interval: 2,
+            detect_motion: 0.02,
         }
     }
 }
@@ -145,14 +153,14 @@ pub fn load_detector(
     }
 }
 
-/// The face stage's per-frame work: detection (every `detect_interval` frames, and whenever
-/// no face is tracked) and tracking.
+/// The face stage's per-frame work: detection (on the schedule of `face::schedule`) and
+/// tracking.
 pub struct FaceStage {
     detector: FaceDetector,
     tracker: Tracker,
     config: FaceConfig,
     last: Vec<Detection>,
-    frames_since_detection: u32,
+    schedule: Schedule,
 }
 
 impl FaceStage {
@@ -163,15 +171,33 @@ impl FaceStage {
             tracker: Tracker::new(config.track_iou, config.track_max_gap),
             config,
             last: Vec::new(),
-            frames_since_detection: u32::MAX,
+            schedule: Schedule::new(config.detect_interval, config.detect_motion),
         }
     }
 
-    /// Forgets tracks and detections: the next frame starts a new stream.
+    /// Forgets tracks and detections: the next frame starts a new stream. Logs how often the
+    /// detector ran on the stream that ended, and why.
     pub fn reset(&mut self) {
+        let c = self.schedule.counts;
+        if c.frames > 0 {
+            tracing::info!(
+                frames = c.frames,
+                detections = c.runs(),
+                interval = c.interval,
+                no_faces = c.no_faces,
+                unstable = c.unstable,
+                motion = c.motion,
+                "face detector schedule"
+            );
+        }
         self.tracker = Tracker::new(self.config.track_iou, self.config.track_max_gap);
         self.last.clear();
-        self.frames_since_detection = u32::MAX;
+        self.schedule.reset();
+    }
+
+    /// How often the detector ran on the current stream, and why.
+    pub fn schedule_counts(&self) -> schedule::Counts {
+        self.schedule.counts
     }
 
     /// Changes the detector's minimum score (e.g. lower for small still images).
@@ -205,15 +231,18 @@ impl FaceStage {
                 format: image.format,
             });
         }
-        let due = self.frames_since_detection >= self.config.detect_interval.max(1) - 1
-            || self.last.is_empty();
-        if due {
+        let boxes: Vec<_> = self.last.iter().map(|d| d.bbox).collect();
+        let detect = self.schedule.decide(&image, &boxes)? != Reason::Skipped;
+        let before = self.last.len();
+        if detect {
             self.last = self.detector.detect(&image)?;
-            self.frames_since_detection = 0;
-        } else {
-            self.frames_since_detection += 1;
         }
         let tracks = self.tracker.update(pts, &self.last);
+        if detect {
+            // Stable: the same number of faces, each continuing a track.
+            let stable = self.last.len() == before && tracks.iter().all(|t| t.age > Duration::ZERO);
+            self.schedule.detected(stable);
+        }
         let faces = self
             .last
             .iter()
