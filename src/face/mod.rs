@@ -239,8 +239,11 @@ impl FaceStage {
         }
         let tracks = self.tracker.update(pts, &self.last);
         if detect {
-            // Stable: the same number of faces, each continuing a track.
-            let stable = self.last.len() == before && tracks.iter().all(|t| t.age > Duration::ZERO);
+            // Stable: the first faces of an empty scene, or the same number of faces as
+            // before, each continuing a track (a lost or an extra face is checked again on the
+            // next frame).
+            let stable = before == 0
+                || (self.last.len() == before && tracks.iter().all(|t| t.age > Duration::ZERO));
             self.schedule.detected(stable);
         }
         let faces = self

@@ -2,7 +2,9 @@
 //! stable the detector runs every `max_interval`-th frame and the tracker carries the boxes
 //! between; it runs at once when no face is tracked, when the last detection lost or started a
 //! track, or when something moved outside the tracked boxes (a cheap difference of a tiny
-//! luma thumbnail, so a face entering the picture is found on the frame it appears).
+//! luma thumbnail, so a face entering the picture is found on the frame it appears). The first
+//! faces found in an empty scene count as stable, so with an interval of 2 the detector runs on
+//! the same frames as a plain every-2nd-frame schedule unless something changes.
 
 use opencv::core::{Mat, Size};
 use opencv::imgproc;
@@ -30,7 +32,8 @@ pub enum Reason {
     Interval,
     /// No face tracked.
     NoFaces,
-    /// The last detection lost a track or started one: not stable yet.
+    /// The last detection lost a track or started one beside the existing ones: not stable
+    /// yet.
     Unstable,
     /// Motion outside the tracked boxes.
     Motion,
