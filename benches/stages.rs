@@ -58,20 +58,18 @@ const DECODE_LIMIT: Duration = Duration::from_secs(60);
 /// How long the pipeline runs to produce the benchmarked record.
 const RECORD_RUN: Duration = Duration::from_secs(2);
 
-/// A decoded frame's pixels, kept so each iteration can build a fresh [`VideoFrame`].
+/// A decoded frame (the decoder's planes), kept so each iteration can take a fresh copy.
 struct Still {
-    width: u32,
-    height: u32,
-    rgb: Vec<u8>,
+    frame: VideoFrame,
 }
 
 impl Still {
     fn frame(&self) -> VideoFrame {
-        VideoFrame::from_rgb(0, Duration::ZERO, self.width, self.height, self.rgb.clone())
+        self.frame.clone()
     }
 
     fn label(&self) -> String {
-        format!("{}x{}", self.width, self.height)
+        format!("{}x{}", self.frame.meta.width, self.frame.meta.height)
     }
 }
 
@@ -98,11 +96,8 @@ fn decode_head(path: &Path, audio_seconds: f64) -> Head {
             recv(outputs.video) -> frame => {
                 let frame = frame.unwrap_or_else(|_| panic!("{name}: video ended early"));
                 if still.is_none() {
-                    still = Some(Still {
-                        width: frame.meta.width,
-                        height: frame.meta.height,
-                        rgb: frame.rgb().to_vec(),
-                    });
+                    // A copy owns its planes, so the decoder's buffer goes back at once.
+                    still = Some(Still { frame: frame.clone() });
                 }
             }
             recv(outputs.audio) -> block => {

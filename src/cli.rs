@@ -86,10 +86,16 @@ struct BenchArgs {
     /// Draw the PNG plot here (default: next to the report, .png).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Run the face detector on every n-th frame (1..30).
+    /// Run the face detector at least every n-th frame, tracking in between (1..30; sooner
+    /// when a track is lost or new, or something moves outside the tracked faces).
     #[arg(long, default_value_t = FaceConfig::default().detect_interval,
           value_parser = clap::value_parser!(u32).range(1..=30))]
     detect_every: u32,
+    /// Detect at once when this share of the picture outside the tracked faces changed since
+    /// the last detection (0..1; 0: off, the interval alone).
+    #[arg(long, default_value_t = FaceConfig::default().detect_motion,
+          value_parser = unit_interval)]
+    detect_motion: f32,
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -144,11 +150,17 @@ struct RunArgs {
     #[arg(long, default_value_t = DetectorConfig::default().max_side,
           value_parser = clap::value_parser!(u32).range(32..=4096))]
     detect_size: u32,
-    /// Run the face detector on every n-th frame and track in between (1..30; frames with no
-    /// tracked face are always searched).
+    /// Run the face detector at least every n-th frame and track in between (1..30; frames
+    /// with no tracked face, after a detection that lost or started a track, or with motion
+    /// outside the tracked faces are always searched).
     #[arg(long, default_value_t = FaceConfig::default().detect_interval,
           value_parser = clap::value_parser!(u32).range(1..=30))]
     detect_every: u32,
+    /// Detect at once when this share of the picture outside the tracked faces changed since
+    /// the last detection (0..1; 0: off, the interval alone).
+    #[arg(long, default_value_t = FaceConfig::default().detect_motion,
+          value_parser = unit_interval)]
+    detect_motion: f32,
     /// Do not rotate face crops to level the eyes.
     #[arg(long)]
     no_align: bool,
@@ -261,6 +273,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (mut run, _) = args.pipeline.run_options(args.source.clone())?;
     run.face.detect_interval = args.detect_every;
+    run.face.detect_motion = args.detect_motion;
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
@@ -285,6 +298,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.face.detector.max_side = args.detect_size;
     opts.face.align = !args.no_align;
     opts.face.detect_interval = args.detect_every;
+    opts.face.detect_motion = args.detect_motion;
     opts.face.crop_margin = args.crop_margin;
     opts.audio.hop = Duration::from_secs_f64(args.voice_hop);
     opts.expression.reencode_change = args.reencode_change;

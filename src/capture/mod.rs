@@ -1,4 +1,5 @@
-//! Capture: GStreamer decodes a source (file or URI) into RGB video frames and mono F32 audio
+//! Capture: GStreamer decodes a source (file or URI) into video frames (the decoder's planes:
+//! I420, NV12, ...; no full-resolution RGB) and mono F32 audio
 //! (16 kHz for the VAD, 44.1 kHz for speech-emotion features), delivered from appsink callbacks
 //! into bounded crossbeam channels. Every frame carries its stream timestamp and the instant it
 //! was decoded.
@@ -10,7 +11,8 @@
 //! ```
 //!
 //! This file builds a [`Capture`]; the parts live beside it: `source` (what to open),
-//! `frame` (what comes out), `delivery` (how it reaches a stage: blocking or drop-oldest),
+//! `frame` (what comes out), `color` (Y'CbCr → RGB for crops and small images), `delivery`
+//! (how it reaches a stage: blocking or drop-oldest),
 //! `appsink` (the callbacks), `bus` (end of stream, errors, stopping), `rtsp` (rtspsrc
 //! options), `mp4` (the truncation check GStreamer does not make).
 
@@ -23,6 +25,7 @@ use gstreamer::prelude::*;
 
 mod appsink;
 mod bus;
+pub mod color;
 mod delivery;
 mod frame;
 mod mp4;
@@ -46,7 +49,7 @@ pub use delivery::{
     AUDIO_QUEUE, CaptureCounters, CaptureOutputs, CaptureTargets, Closed, Delivery, Layout,
     VIDEO_QUEUE,
 };
-pub use frame::{AudioBlock, FrameMeta, VideoFrame};
+pub use frame::{AudioBlock, Chroma, FrameImage, FrameMeta, PixelFormat, Plane, VideoFrame};
 pub use mp4::iso_bmff_truncation;
 pub use redact::redact_url;
 pub use rtsp::{RtspSettings, RtspTransport, rtsp_server_address};

@@ -16,11 +16,12 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::{ClassHead, ImageInputSpec, MemberHead, MemberOutput};
+use crate::capture::FrameImage;
 use crate::face::crop::{
-    CropColor, CropGeometry, CropShape, FrameMat, extract_box_padded, extract_crop,
+    CropColor, CropGeometry, CropShape, extract_box_padded_from, extract_crop_from,
 };
 use crate::face::detection::Detection;
-use crate::face::{FaceBatch, FrameMeta, TrackedFace, frame_mat};
+use crate::face::{FaceBatch, FrameMeta, TrackedFace};
 use crate::manifest::Manifest;
 use crate::metrics::Stage;
 use crate::runtime::{Runtime, RuntimeError};
@@ -297,15 +298,15 @@ impl Member {
 }
 
 fn cut(
-    frame: &impl FrameMat,
+    frame: &FrameImage<'_>,
     face: &TrackedFace,
     kind: CropKind,
     margin: f32,
 ) -> opencv::Result<Mat> {
     match kind.shape {
-        CropShape::Aligned => extract_crop(frame, &face.crop, kind.width, kind.color),
+        CropShape::Aligned => extract_crop_from(frame, &face.crop, kind.width, kind.color),
         CropShape::BoxPadded => {
-            extract_box_padded(frame, &face.detection, margin, kind.width, kind.color)
+            extract_box_padded_from(frame, &face.detection, margin, kind.width, kind.color)
         }
     }
 }
@@ -504,7 +505,7 @@ impl ExpressionEncoder {
             member.tensor.clear();
         }
         if due.iter().flatten().any(|d| *d) {
-            let mat = frame_mat(&batch.frame)?;
+            let mat = batch.frame.image();
             for (i, face) in batch.faces.iter().enumerate() {
                 if !due[i].contains(&true) {
                     continue;

@@ -1,9 +1,17 @@
 //! Face crops for the expression encoder: a square around the face with a margin, rotated so
 //! the eyes are level (when landmarks are known), cut and resized with OpenCV in one affine warp.
+//! Crops are cut straight from the decoder's planes ([`extract_crop_from`],
+//! [`extract_box_padded_from`]): the luma plane as an RGB frame would be, each chroma plane with
+//! the same warp mapped into its own (subsampled) pixels, then one small Y'CbCr → RGB
+//! conversion per crop. An RGB frame takes the RGB path ([`extract_crop`],
+//! [`extract_box_padded`]).
 
-use opencv::core::{self as cv, Mat, Rect, Scalar, Size};
+use opencv::boxed_ref::BoxedRef;
+use opencv::core::{self as cv, Mat, Rect, Scalar, Size, Vec2b, Vec3b};
 use opencv::imgproc;
 use opencv::prelude::*;
+
+use crate::capture::{Chroma, FrameImage, PixelFormat, Plane};
 
 /// An image OpenCV can read from: an owned `Mat` or one borrowing a frame's bytes.
 pub trait FrameMat: MatTraitConst + opencv::core::ToInputArray {}
@@ -91,6 +99,54 @@ pub enum CropShape {
     BoxPadded,
 }
 
+/// The frame region of a [`CropShape::BoxPadded`] crop: `(x0, y0, x1, y1)`, the box grown by
+/// `margin` and clamped to the `fw` x `fh` frame (the whole frame for a thumbnail that already
+/// is a face crop).
+fn box_region(det: &Detection, margin: f32, fw: i32, fh: i32) -> (i32, i32, i32, i32) {
+    let (fw, fh) = (fw.max(1), fh.max(1));
+    if is_already_cropped(det, fw as u32, fh as u32) {
+        return (0, 0, fw, fh);
+    }
+    let (cx, cy) = det.bbox.center();
+    let (hw, hh) = (
+        det.bbox.w * (1.0 + margin) / 2.0,
+        det.bbox.h * (1.0 + margin) / 2.0,
+    );
+    let x0 = ((cx - hw).round() as i32).clamp(0, fw - 1);
+    let y0 = ((cy - hh).round() as i32).clamp(0, fh - 1);
+    let x1 = ((cx + hw).round() as i32).clamp(x0 + 1, fw);
+    let y1 = ((cy + hh).round() as i32).clamp(y0 + 1, fh);
+    (x0, y0, x1, y1)
+}
+
+/// Size (`nw`, `nh`) a `w` x `h` region is resized to inside an `out` square keeping its
+/// aspect, and the interpolation (area averaging when shrinking).
+fn box_fit(w: i32, h: i32, out: i32) -> (i32, i32, i32) {
+    let scale = out as f32 / w.max(h) as f32;
+    let nw = ((w as f32 * scale).round() as i32).clamp(1, out);
+    let nh = ((h as f32 * scale).round() as i32).clamp(1, out);
+    let interpolation = if scale < 1.0 {
+        imgproc::INTER_AREA
+    } else {
+        imgproc::INTER_LINEAR
+    };
+    (nw, nh, interpolation)
+}
+
+/// `image` centred on a black `out` x `out` square (the odd pixel of padding after it).
+fn pad_square(image: &Mat, out: i32) -> opencv::Result<Mat> {
+    let (nw, nh) = (image.cols(), image.rows());
+    let mut canvas = Mat::new_rows_cols_with_default(out, out, image.typ(), Scalar::all(0.0))?;
+    {
+        let mut target = Mat::roi_mut(
+            &mut canvas,
+            Rect::new((out - nw) / 2, (out - nh) / 2, nw, nh),
+        )?;
+        image.copy_to(&mut target)?;
+    }
+    Ok(canvas)
+}
+
 /// Cuts the [`CropShape::BoxPadded`] crop of `det` out of `frame` (packed RGB) as an `out` x
 /// `out` 8-bit image in `color`.
 pub fn extract_box_padded(
@@ -100,32 +156,11 @@ pub fn extract_box_padded(
     out: u32,
     color: CropColor,
 ) -> opencv::Result<Mat> {
-    let (fw, fh) = (frame.cols().max(1), frame.rows().max(1));
-    let (x0, y0, x1, y1) = if is_already_cropped(det, fw as u32, fh as u32) {
-        (0, 0, fw, fh)
-    } else {
-        let (cx, cy) = det.bbox.center();
-        let (hw, hh) = (
-            det.bbox.w * (1.0 + margin) / 2.0,
-            det.bbox.h * (1.0 + margin) / 2.0,
-        );
-        let x0 = ((cx - hw).round() as i32).clamp(0, fw - 1);
-        let y0 = ((cy - hh).round() as i32).clamp(0, fh - 1);
-        let x1 = ((cx + hw).round() as i32).clamp(x0 + 1, fw);
-        let y1 = ((cy + hh).round() as i32).clamp(y0 + 1, fh);
-        (x0, y0, x1, y1)
-    };
+    let (x0, y0, x1, y1) = box_region(det, margin, frame.cols(), frame.rows());
     let (w, h) = (x1 - x0, y1 - y0);
     let roi = Mat::roi(frame, Rect::new(x0, y0, w, h))?;
     let out = out.max(1) as i32;
-    let scale = out as f32 / w.max(h) as f32;
-    let nw = ((w as f32 * scale).round() as i32).clamp(1, out);
-    let nh = ((h as f32 * scale).round() as i32).clamp(1, out);
-    let interpolation = if scale < 1.0 {
-        imgproc::INTER_AREA
-    } else {
-        imgproc::INTER_LINEAR
-    };
+    let (nw, nh, interpolation) = box_fit(w, h, out);
     let mut resized = Mat::default();
     imgproc::resize(
         &roi,
@@ -135,15 +170,44 @@ pub fn extract_box_padded(
         0.0,
         interpolation,
     )?;
-    let mut canvas = Mat::new_rows_cols_with_default(out, out, resized.typ(), Scalar::all(0.0))?;
-    {
-        let mut target = Mat::roi_mut(
-            &mut canvas,
-            Rect::new((out - nw) / 2, (out - nh) / 2, nw, nh),
-        )?;
-        resized.copy_to(&mut target)?;
+    convert_color(pad_square(&resized, out)?, color)
+}
+
+/// [`extract_box_padded`] from a frame's planes: the luma region resized as an RGB frame's
+/// would be, the chroma warped onto the same pixels, converted to RGB, padded.
+pub fn extract_box_padded_from(
+    image: &FrameImage<'_>,
+    det: &Detection,
+    margin: f32,
+    out: u32,
+    color: CropColor,
+) -> opencv::Result<Mat> {
+    let luma = plane_mat(&image.main)?;
+    if image.format == PixelFormat::Rgb {
+        return extract_box_padded(&luma, det, margin, out, color);
     }
-    convert_color(canvas, color)
+    let (x0, y0, x1, y1) = box_region(det, margin, luma.cols(), luma.rows());
+    let (w, h) = (x1 - x0, y1 - y0);
+    let roi = Mat::roi(&luma, Rect::new(x0, y0, w, h))?;
+    let out = out.max(1) as i32;
+    let (nw, nh, interpolation) = box_fit(w, h, out);
+    let mut resized = Mat::default();
+    imgproc::resize(
+        &roi,
+        &mut resized,
+        Size::new(nw, nh),
+        0.0,
+        0.0,
+        interpolation,
+    )?;
+    // cv::resize maps destination pixel d to source (d + 0.5) / k - 0.5 + x0.
+    let (kx, ky) = (f64::from(nw) / f64::from(w), f64::from(nh) / f64::from(h));
+    let m = [
+        [kx, 0.0, (0.5 - f64::from(x0)) * kx - 0.5],
+        [0.0, ky, (0.5 - f64::from(y0)) * ky - 0.5],
+    ];
+    let rgb = planes_to_rgb(image, &resized, m)?;
+    convert_color(pad_square(&rgb, out)?, color)
 }
 
 fn convert_color(rgb: Mat, color: CropColor) -> opencv::Result<Mat> {
@@ -191,6 +255,28 @@ pub fn extract_crop(
     out: u32,
     color: CropColor,
 ) -> opencv::Result<Mat> {
+    convert_color(cut_square(frame, geom, out)?, color)
+}
+
+/// [`extract_crop`] from a frame's planes: the luma cut as an RGB frame would be, each chroma
+/// plane warped onto the same pixels, one Y'CbCr → RGB conversion of the crop.
+pub fn extract_crop_from(
+    image: &FrameImage<'_>,
+    geom: &CropGeometry,
+    out: u32,
+    color: CropColor,
+) -> opencv::Result<Mat> {
+    let luma = plane_mat(&image.main)?;
+    if image.format == PixelFormat::Rgb {
+        return extract_crop(&luma, geom, out, color);
+    }
+    let y = cut_square(&luma, geom, out)?;
+    let rgb = planes_to_rgb(image, &y, crop_affine(geom, out))?;
+    convert_color(rgb, color)
+}
+
+/// The crop square of `geom` cut out of `frame` (any number of channels) as `out` x `out`.
+fn cut_square(frame: &impl FrameMat, geom: &CropGeometry, out: u32) -> opencv::Result<Mat> {
     let (fw, fh) = (frame.cols(), frame.rows());
     // Bounding box of the rotated square, clamped to the frame.
     let (s, c) = geom.angle_deg.to_radians().sin_cos();
@@ -238,7 +324,152 @@ pub fn extract_crop(
         cv::BORDER_REPLICATE,
         Scalar::default(),
     )?;
-    convert_color(warped, color)
+    Ok(warped)
+}
+
+/// An OpenCV view of one plane (no copy): 8-bit with the plane's 1, 2 or 3 channels.
+pub fn plane_mat<'a>(plane: &Plane<'a>) -> opencv::Result<BoxedRef<'a, Mat>> {
+    let (rows, cols) = (plane.height as i32, plane.width as i32);
+    match plane.channels {
+        1 => Mat::new_rows_cols_with_bytes::<u8>(rows, cols, plane.data),
+        2 => Mat::new_rows_cols_with_bytes::<Vec2b>(rows, cols, plane.data),
+        _ => Mat::new_rows_cols_with_bytes::<Vec3b>(rows, cols, plane.data),
+    }
+}
+
+/// `m` after `first`: the affine map applying `first`, then `m`.
+fn compose(m: [[f64; 3]; 2], first: [[f64; 3]; 2]) -> [[f64; 3]; 2] {
+    let row = |r: [f64; 3]| {
+        [
+            r[0] * first[0][0] + r[1] * first[1][0],
+            r[0] * first[0][1] + r[1] * first[1][1],
+            r[0] * first[0][2] + r[1] * first[1][2] + r[2],
+        ]
+    };
+    [row(m[0]), row(m[1])]
+}
+
+/// Warps `src` (one plane, any channels) into a `size` image by `m` (destination ← source
+/// pixels): only the region the output covers is read, first shrunk with area averaging
+/// along an axis the map shrinks by more than 2 (as [`extract_crop`] does), so it does not
+/// alias. Bilinear, edges replicated.
+fn warp_plane(src: &impl FrameMat, m: [[f64; 3]; 2], size: Size) -> opencv::Result<Mat> {
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    if det.abs() < 1e-12 {
+        return Err(opencv::Error::new(
+            cv::StsBadArg,
+            "degenerate crop map".to_string(),
+        ));
+    }
+    // Source pixels of the output's corners: the inverse map.
+    let inv = [
+        [m[1][1] / det, -m[0][1] / det],
+        [-m[1][0] / det, m[0][0] / det],
+    ];
+    let source_of = |x: f64, y: f64| {
+        let (dx, dy) = (x - m[0][2], y - m[1][2]);
+        (
+            inv[0][0] * dx + inv[0][1] * dy,
+            inv[1][0] * dx + inv[1][1] * dy,
+        )
+    };
+    let (ow, oh) = (f64::from(size.width), f64::from(size.height));
+    let corners = [
+        source_of(-0.5, -0.5),
+        source_of(ow, -0.5),
+        source_of(-0.5, oh),
+        source_of(ow, oh),
+    ];
+    let (cols, rows) = (src.cols().max(1), src.rows().max(1));
+    let lo = |f: fn(&(f64, f64)) -> f64| corners.iter().map(f).fold(f64::INFINITY, f64::min);
+    let hi = |f: fn(&(f64, f64)) -> f64| corners.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+    let x0 = ((lo(|c| c.0) - 2.0).floor() as i32).clamp(0, cols - 1);
+    let y0 = ((lo(|c| c.1) - 2.0).floor() as i32).clamp(0, rows - 1);
+    let x1 = ((hi(|c| c.0) + 2.0).ceil() as i32).clamp(x0 + 1, cols);
+    let y1 = ((hi(|c| c.1) + 2.0).ceil() as i32).clamp(y0 + 1, rows);
+    let roi = Mat::roi(src, Rect::new(x0, y0, x1 - x0, y1 - y0))?;
+    let mut local = compose(m, [[1.0, 0.0, f64::from(x0)], [0.0, 1.0, f64::from(y0)]]);
+    // Output pixels per source pixel along each source axis.
+    let (sx, sy) = (m[0][0].hypot(m[1][0]), m[0][1].hypot(m[1][1]));
+    let mut shrunk = Mat::default();
+    let source: &Mat = if 2.0 * sx < 1.0 || 2.0 * sy < 1.0 {
+        let (w, h) = (x1 - x0, y1 - y0);
+        let nw = ((f64::from(w) * (2.0 * sx).min(1.0)).round() as i32).max(1);
+        let nh = ((f64::from(h) * (2.0 * sy).min(1.0)).round() as i32).max(1);
+        imgproc::resize(
+            &roi,
+            &mut shrunk,
+            Size::new(nw, nh),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        let (fx, fy) = (f64::from(nw) / f64::from(w), f64::from(nh) / f64::from(h));
+        // Shrunk pixel r covers region pixel (r + 0.5) / f - 0.5.
+        local = compose(
+            local,
+            [
+                [1.0 / fx, 0.0, 0.5 / fx - 0.5],
+                [0.0, 1.0 / fy, 0.5 / fy - 0.5],
+            ],
+        );
+        &shrunk
+    } else {
+        shrunk = roi.try_clone()?;
+        &shrunk
+    };
+    let local = Mat::from_slice_2d(&[local[0].to_vec(), local[1].to_vec()])?;
+    let mut warped = Mat::default();
+    imgproc::warp_affine(
+        source,
+        &mut warped,
+        &local,
+        size,
+        imgproc::INTER_LINEAR,
+        cv::BORDER_REPLICATE,
+        Scalar::default(),
+    )?;
+    Ok(warped)
+}
+
+/// RGB (8-bit, 3 channels) of a crop whose luma is `y`, cut from `image` by `m` (crop ← frame
+/// pixels): each chroma plane is warped by `m` mapped into its own subsampled pixels, then the
+/// crop is converted with the frame's matrix and range. Gray frames give R = G = B = Y.
+fn planes_to_rgb(image: &FrameImage<'_>, y: &Mat, m: [[f64; 3]; 2]) -> opencv::Result<Mat> {
+    let size = Size::new(y.cols(), y.rows());
+    let sub = image.format.subsampling();
+    let (ox, oy) = image.color.chroma_offset(sub);
+    // Chroma sample p sits at luma sub * p + offset.
+    let to_luma = [[f64::from(sub.0), 0.0, ox], [0.0, f64::from(sub.1), oy]];
+    let chroma_map = compose(m, to_luma);
+    let convert = image.color.converter();
+    let luma = y.data_bytes()?;
+    let mut rgb =
+        Mat::new_rows_cols_with_default(size.height, size.width, cv::CV_8UC3, Scalar::all(0.0))?;
+    let out = rgb.data_bytes_mut()?;
+    match image.chroma {
+        Chroma::None => {
+            for (px, &l) in out.chunks_exact_mut(3).zip(luma) {
+                px.copy_from_slice(&[l, l, l]);
+            }
+        }
+        Chroma::Planar(u, v) => {
+            let u = warp_plane(&plane_mat(&u)?, chroma_map, size)?;
+            let v = warp_plane(&plane_mat(&v)?, chroma_map, size)?;
+            let (u, v) = (u.data_bytes()?, v.data_bytes()?);
+            for (i, px) in out.chunks_exact_mut(3).enumerate() {
+                px.copy_from_slice(&convert.rgb(luma[i], u[i], v[i]));
+            }
+        }
+        Chroma::Interleaved(uv) => {
+            let uv = warp_plane(&plane_mat(&uv)?, chroma_map, size)?;
+            let uv = uv.data_bytes()?;
+            for (i, px) in out.chunks_exact_mut(3).enumerate() {
+                px.copy_from_slice(&convert.rgb(luma[i], uv[2 * i], uv[2 * i + 1]));
+            }
+        }
+    }
+    Ok(rgb)
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::FaceError;
-use super::crop::FrameMat;
+use super::crop::{FrameMat, plane_mat};
 use super::detection::{BBox, Detection, StrideOutputs, decode_yunet, nms};
+use crate::capture::{Chroma, FrameImage, PixelFormat};
 use crate::runtime::Runtime;
 
 /// Detector settings.
@@ -42,7 +43,7 @@ impl Default for DetectorConfig {
     }
 }
 
-/// A face detector working on packed RGB frames.
+/// A face detector working on a frame's planes (or packed RGB).
 pub enum FaceDetector {
     /// YuNet through ONNX Runtime.
     YuNet(Box<YuNet>),
@@ -52,7 +53,7 @@ pub enum FaceDetector {
 
 impl FaceDetector {
     /// Detections in frame pixels, best score first.
-    pub fn detect(&mut self, frame: &impl FrameMat) -> Result<Vec<Detection>, FaceError> {
+    pub fn detect(&mut self, frame: &FrameImage<'_>) -> Result<Vec<Detection>, FaceError> {
         match self {
             FaceDetector::YuNet(d) => d.detect(frame),
             FaceDetector::Haar(d) => d.detect(frame),
@@ -83,7 +84,10 @@ pub struct YuNet {
     strides: Vec<u32>,
     /// Fixed input size of a static model ([0, 0] for the dynamic one).
     fixed_size: [u32; 2],
+    /// The RGB or luma plane at the detector's size.
     resized: Mat,
+    /// The chroma plane(s) at the detector's size.
+    chroma: [Mat; 2],
     input: Vec<f32>,
     input_size: (u32, u32),
 }
@@ -176,58 +180,28 @@ impl YuNet {
             strides,
             fixed_size,
             resized: Mat::default(),
+            chroma: [Mat::default(), Mat::default()],
             input: Vec::new(),
             input_size: (0, 0),
         })
     }
 
-    /// Detects faces in a packed RGB frame.
-    pub fn detect(&mut self, frame: &impl FrameMat) -> Result<Vec<Detection>, FaceError> {
-        let (w, h) = (frame.cols() as u32, frame.rows() as u32);
+    /// Detects faces in a frame: its planes shrunk to the detector's size (area averaging),
+    /// converted to BGR floats in one pass; no full-size RGB image is made.
+    pub fn detect(&mut self, frame: &FrameImage<'_>) -> Result<Vec<Detection>, FaceError> {
+        let (w, h) = (frame.width, frame.height);
         let DetectorGeometry {
             scale,
             resized: (rw, rh),
             tensor: (tw, th),
         } = detector_geometry(w, h, &self.config, self.fixed_size);
-        let interpolation = if scale < 1.0 {
-            imgproc::INTER_AREA
-        } else {
-            imgproc::INTER_LINEAR
-        };
-        if (rw, rh) != (w, h) {
-            imgproc::resize(
-                frame,
-                &mut self.resized,
-                Size::new(rw as i32, rh as i32),
-                0.0,
-                0.0,
-                interpolation,
-            )?;
-        }
         if self.input_size != (tw, th) {
             self.input = vec![0.0; 3 * (tw * th) as usize];
             self.input_size = (tw, th);
         }
-        // Packed RGB → planar BGR floats 0..255, top-left of a zero-padded canvas.
-        let src = if (rw, rh) == (w, h) {
-            frame.data_bytes()?
-        } else {
-            self.resized.data_bytes()?
-        };
-        let plane = (tw * th) as usize;
-        let (rw, rh, tw) = (rw as usize, rh as usize, tw as usize);
-        let (b_plane, rest) = self.input.split_at_mut(plane);
-        let (g_plane, r_plane) = rest.split_at_mut(plane);
-        for y in 0..rh {
-            let row = &src[y * rw * 3..(y + 1) * rw * 3];
-            let o = y * tw;
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                r_plane[o + x] = f32::from(px[0]);
-                g_plane[o + x] = f32::from(px[1]);
-                b_plane[o + x] = f32::from(px[2]);
-            }
-        }
-        let tensor = TensorRef::from_array_view(([1usize, 3, th as usize, tw], &self.input[..]))?;
+        self.fill_input(frame, (rw, rh), tw)?;
+        let tensor =
+            TensorRef::from_array_view(([1usize, 3, th as usize, tw as usize], &self.input[..]))?;
         let outputs = self.session.run(ort::inputs!["input" => tensor])?;
         let mut per_stride = Vec::with_capacity(self.strides.len());
         for &s in &self.strides {
@@ -244,7 +218,7 @@ impl YuNet {
                 kps: get("kps")?,
             });
         }
-        let raw = decode_yunet(&per_stride, tw as u32, th, self.config.score_threshold);
+        let raw = decode_yunet(&per_stride, tw, th, self.config.score_threshold);
         let mut dets = nms(raw, self.config.nms_iou);
         dets.truncate(self.config.max_faces);
         for d in &mut dets {
@@ -256,6 +230,104 @@ impl YuNet {
             }
         }
         Ok(dets)
+    }
+}
+
+/// `src` resized to `size` into `dst` (area averaging when shrinking, bilinear when
+/// enlarging); false when it already has that size (then use `src` itself).
+fn resize_plane(src: &impl FrameMat, dst: &mut Mat, size: Size) -> opencv::Result<bool> {
+    if (src.cols(), src.rows()) == (size.width, size.height) {
+        return Ok(false);
+    }
+    let interpolation = if size.width < src.cols() {
+        imgproc::INTER_AREA
+    } else {
+        imgproc::INTER_LINEAR
+    };
+    imgproc::resize(src, dst, size, 0.0, 0.0, interpolation)?;
+    Ok(true)
+}
+
+impl YuNet {
+    /// Writes `frame` at `rw` x `rh` as planar BGR floats 0..255 into the top-left of the
+    /// zero-padded `tw`-wide input tensor: each plane resized on its own (the chroma straight
+    /// from its subsampled size), then converted pixel by pixel.
+    fn fill_input(
+        &mut self,
+        frame: &FrameImage<'_>,
+        (rw, rh): (u32, u32),
+        tw: u32,
+    ) -> Result<(), FaceError> {
+        let size = Size::new(rw as i32, rh as i32);
+        let main = plane_mat(&frame.main)?;
+        let Self {
+            resized,
+            chroma,
+            input,
+            input_size,
+            ..
+        } = self;
+        let main: &[u8] = if resize_plane(&main, resized, size)? {
+            resized.data_bytes()?
+        } else {
+            frame.main.data
+        };
+        let mut chroma_bytes: [&[u8]; 2] = [&[], &[]];
+        let planes = match frame.chroma {
+            Chroma::None => vec![],
+            Chroma::Planar(u, v) => vec![u, v],
+            Chroma::Interleaved(uv) => vec![uv],
+        };
+        for ((plane, scratch), bytes) in planes.iter().zip(chroma.iter_mut()).zip(&mut chroma_bytes)
+        {
+            let mat = plane_mat(plane)?;
+            *bytes = if resize_plane(&mat, scratch, size)? {
+                scratch.data_bytes()?
+            } else {
+                plane.data
+            };
+        }
+        let plane = (input_size.0 * input_size.1) as usize;
+        let (rw, rh, tw) = (rw as usize, rh as usize, tw as usize);
+        let (b_plane, rest) = input.split_at_mut(plane);
+        let (g_plane, r_plane) = rest.split_at_mut(plane);
+        let convert = frame.color.converter();
+        let mut put = |o: usize, px: [u8; 3]| {
+            r_plane[o] = f32::from(px[0]);
+            g_plane[o] = f32::from(px[1]);
+            b_plane[o] = f32::from(px[2]);
+        };
+        for y in 0..rh {
+            let o = y * tw;
+            let row = y * rw;
+            match (frame.format, &frame.chroma) {
+                (PixelFormat::Rgb, _) => {
+                    for (x, px) in main[row * 3..(row + rw) * 3].chunks_exact(3).enumerate() {
+                        put(o + x, [px[0], px[1], px[2]]);
+                    }
+                }
+                (_, Chroma::None) => {
+                    for (x, &l) in main[row..row + rw].iter().enumerate() {
+                        put(o + x, [l, l, l]);
+                    }
+                }
+                (_, Chroma::Planar(..)) => {
+                    let (u, v) = (chroma_bytes[0], chroma_bytes[1]);
+                    for x in 0..rw {
+                        let i = row + x;
+                        put(o + x, convert.rgb(main[i], u[i], v[i]));
+                    }
+                }
+                (_, Chroma::Interleaved(_)) => {
+                    let uv = chroma_bytes[0];
+                    for x in 0..rw {
+                        let i = row + x;
+                        put(o + x, convert.rgb(main[i], uv[2 * i], uv[2 * i + 1]));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -288,12 +360,17 @@ impl Haar {
         })
     }
 
-    /// Detects faces in a packed RGB frame.
-    pub fn detect(&mut self, frame: &impl FrameMat) -> Result<Vec<Detection>, FaceError> {
-        imgproc::cvt_color(frame, &mut self.gray, imgproc::COLOR_RGB2GRAY, 0)?;
-        imgproc::equalize_hist(&self.gray, &mut self.equalized)?;
+    /// Detects faces in a frame: on its luma plane (gray of an RGB frame).
+    pub fn detect(&mut self, frame: &FrameImage<'_>) -> Result<Vec<Detection>, FaceError> {
+        let main = plane_mat(&frame.main)?;
+        if frame.format == PixelFormat::Rgb {
+            imgproc::cvt_color(&main, &mut self.gray, imgproc::COLOR_RGB2GRAY, 0)?;
+            imgproc::equalize_hist(&self.gray, &mut self.equalized)?;
+        } else {
+            imgproc::equalize_hist(&main, &mut self.equalized)?;
+        }
         let mut rects = Vector::<cv::Rect>::new();
-        let min = (frame.cols().min(frame.rows()) / 10).max(24);
+        let min = (frame.width.min(frame.height) as i32 / 10).max(24);
         self.classifier.detect_multi_scale(
             &self.equalized,
             &mut rects,

@@ -5,13 +5,13 @@
 pub mod crop;
 pub mod detection;
 pub mod detector;
+pub mod schedule;
 pub mod tracker;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use opencv::core::{Mat, Vec3b};
 
 pub use crate::capture::FrameMeta;
 use crate::capture::VideoFrame;
@@ -22,6 +22,7 @@ use crate::stage::{self, Emit, Position, StageError};
 use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
 use detector::{DetectorConfig, FaceDetector, Haar, YuNet};
+use schedule::{Reason, Schedule};
 use tracker::Tracker;
 
 /// Errors of the face stage.
@@ -37,13 +38,16 @@ pub enum FaceError {
     OpenCv(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
     WrongModel { path: PathBuf, message: String },
-    #[error("frame {index} has {len} bytes, expected {expected} for {width}x{height} RGB")]
+    #[error(
+        "frame {index} has a {len}-byte plane, expected {expected} for {width}x{height} {format:?}"
+    )]
     BadFrame {
         index: u64,
         len: usize,
         expected: usize,
         width: u32,
         height: u32,
+        format: crate::capture::PixelFormat,
     },
 }
 
@@ -62,9 +66,14 @@ pub struct FaceConfig {
     pub track_iou: f32,
     /// How long a lost track is kept.
     pub track_max_gap: Duration,
-    /// Run the detector on every n-th frame (1 = every frame); frames between reuse the last
-    /// detections, and a frame with no face tracked is always searched.
+    /// Run the detector at least every n-th frame (1 = every frame); frames between reuse the
+    /// last detections through the tracker. A frame with no face tracked, the frame after a
+    /// detection that lost or started a track, and a frame with motion outside the tracked
+    /// boxes are always searched (see `face::schedule`).
     pub detect_interval: u32,
+    /// Share of the picture outside the tracked boxes (on a 64-pixel luma thumbnail) that must
+    /// have changed since the last detection to detect at once; 0 turns the check off.
+    pub detect_motion: f32,
 }
 
 impl Default for FaceConfig {
@@ -76,6 +85,7 @@ impl Default for FaceConfig {
             track_iou: 0.3,
             track_max_gap: Duration::from_millis(500),
             detect_interval: 2,
+            detect_motion: 0.02,
         }
     }
 }
@@ -143,14 +153,14 @@ pub fn load_detector(
     }
 }
 
-/// The face stage's per-frame work: detection (every `detect_interval` frames, and whenever
-/// no face is tracked) and tracking.
+/// The face stage's per-frame work: detection (on the schedule of `face::schedule`) and
+/// tracking.
 pub struct FaceStage {
     detector: FaceDetector,
     tracker: Tracker,
     config: FaceConfig,
     last: Vec<Detection>,
-    frames_since_detection: u32,
+    schedule: Schedule,
 }
 
 impl FaceStage {
@@ -161,15 +171,33 @@ impl FaceStage {
             tracker: Tracker::new(config.track_iou, config.track_max_gap),
             config,
             last: Vec::new(),
-            frames_since_detection: u32::MAX,
+            schedule: Schedule::new(config.detect_interval, config.detect_motion),
         }
     }
 
-    /// Forgets tracks and detections: the next frame starts a new stream.
+    /// Forgets tracks and detections: the next frame starts a new stream. Logs how often the
+    /// detector ran on the stream that ended, and why.
     pub fn reset(&mut self) {
+        let c = self.schedule.counts;
+        if c.frames > 0 {
+            tracing::info!(
+                frames = c.frames,
+                detections = c.runs(),
+                interval = c.interval,
+                no_faces = c.no_faces,
+                unstable = c.unstable,
+                motion = c.motion,
+                "face detector schedule"
+            );
+        }
         self.tracker = Tracker::new(self.config.track_iou, self.config.track_max_gap);
         self.last.clear();
-        self.frames_since_detection = u32::MAX;
+        self.schedule.reset();
+    }
+
+    /// How often the detector ran on the current stream, and why.
+    pub fn schedule_counts(&self) -> schedule::Counts {
+        self.schedule.counts
     }
 
     /// Changes the detector's minimum score (e.g. lower for small still images).
@@ -192,27 +220,32 @@ impl FaceStage {
             height,
             ..
         } = frame.meta;
-        let rgb = frame.rgb();
-        let expected = width as usize * height as usize * 3;
-        if rgb.len() != expected || expected == 0 {
+        let image = frame.image();
+        if let Err((len, expected)) = image.check() {
             return Err(FaceError::BadFrame {
                 index,
-                len: rgb.len(),
+                len,
                 expected,
                 width,
                 height,
+                format: image.format,
             });
         }
-        let due = self.frames_since_detection >= self.config.detect_interval.max(1) - 1
-            || self.last.is_empty();
-        if due {
-            let mat = frame_mat(&frame)?;
-            self.last = self.detector.detect(&mat)?;
-            self.frames_since_detection = 0;
-        } else {
-            self.frames_since_detection += 1;
+        let boxes: Vec<_> = self.last.iter().map(|d| d.bbox).collect();
+        let detect = self.schedule.decide(&image, &boxes)? != Reason::Skipped;
+        let before = self.last.len();
+        if detect {
+            self.last = self.detector.detect(&image)?;
         }
         let tracks = self.tracker.update(pts, &self.last);
+        if detect {
+            // Stable: the first faces of an empty scene, or the same number of faces as
+            // before, each continuing a track (a lost or an extra face is checked again on the
+            // next frame).
+            let stable = before == 0
+                || (self.last.len() == before && tracks.iter().all(|t| t.age > Duration::ZERO));
+            self.schedule.detected(stable);
+        }
         let faces = self
             .last
             .iter()
@@ -266,10 +299,4 @@ impl stage::Stage for FaceStage {
             t: frame.meta.pts,
         })
     }
-}
-
-/// An OpenCV view of a frame's packed RGB pixels (no copy).
-pub fn frame_mat(frame: &VideoFrame) -> opencv::Result<opencv::boxed_ref::BoxedRef<'_, Mat>> {
-    let FrameMeta { width, height, .. } = frame.meta;
-    Mat::new_rows_cols_with_bytes::<Vec3b>(height as i32, width as i32, frame.rgb())
 }

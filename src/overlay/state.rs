@@ -72,23 +72,16 @@ pub struct DisplayFrame {
 
 impl DisplayFrame {
     /// Shrinks `frame` so its longest side is at most `max_side` (nearest neighbour: cheap,
-    /// and the display scales it again anyway).
+    /// and the display scales it again anyway), converting only the pixels it keeps from the
+    /// frame's planes.
     pub fn from_video(frame: &VideoFrame, serial: u64, max_side: u32) -> Option<Self> {
         let (w, h) = (frame.meta.width, frame.meta.height);
-        let rgb = frame.rgb();
-        if w == 0 || h == 0 || rgb.len() < w as usize * h as usize * 3 {
+        let image = frame.image();
+        if w == 0 || h == 0 || image.check().is_err() {
             return None;
         }
         let step = w.max(h).div_ceil(max_side.max(1)).max(1);
-        let (dw, dh) = (w.div_ceil(step), h.div_ceil(step));
-        let mut out = Vec::with_capacity(dw as usize * dh as usize * 3);
-        for y in (0..h).step_by(step as usize) {
-            let row = y as usize * w as usize * 3;
-            for x in (0..w).step_by(step as usize) {
-                let i = row + x as usize * 3;
-                out.extend_from_slice(rgb.get(i..i + 3)?);
-            }
-        }
+        let (dw, dh, out) = image.sampled_rgb(step);
         Some(Self {
             serial,
             index: frame.meta.index,
