@@ -34,6 +34,12 @@ pub fn peak_rss_mb() -> Option<f64> {
     status_kb("VmHWM:").map(|kb| kb / 1024.0)
 }
 
+/// Resets the peak resident set size (VmHWM) to the current RSS, so `peak_rss_mb` measures from
+/// here on (Linux ≥ 4.0: `5` into /proc/self/clear_refs). False when the kernel refused.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 /// Samples RSS and CPU every interval until finished.
 pub struct Monitor {
     stop: crossbeam_channel::Sender<()>,
