@@ -105,14 +105,36 @@ cp "$BIN" "$OUT/affectstream-current" || die "cannot copy $BIN"
 declare -A BINS=([base]="$OUT/affectstream-base" [current]="$OUT/affectstream-current")
 export RUST_LOG=${RUST_LOG:-warn}
 
+# Busy CPU ms of the whole machine (every process), to tell how much else was running.
+TICKS=$(getconf CLK_TCK 2>/dev/null || echo 100)
+busy_ms() {
+    local _cpu user nice system _idle _iowait irq softirq steal _rest
+    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
+    echo $(((user + nice + system + irq + softirq + steal) * 1000 / TICKS))
+}
+now_ms() { date +%s%3N; }
+
+# Runs a command, its output to STEM.log; STEM.load gets "machine busy ms, wall ms, own CPU ms".
+measured() {
+    local stem=$1 busy0 t0 rc=0 TIMEFORMAT='%3U %3S'
+    shift
+    busy0=$(busy_ms)
+    t0=$(now_ms)
+    { time "$@" >"$stem.log" 2>&1; } 2>"$stem.cpu" || rc=$?
+    local own
+    own=$(awk '{printf "%d", ($(NF-1) + $NF) * 1000}' "$stem.cpu" 2>/dev/null || echo 0)
+    echo "$(($(busy_ms) - busy0)) $(($(now_ms) - t0)) $own" >"$stem.load"
+    return $rc
+}
+
 has_capacity() { "$1" bench --help 2>/dev/null | grep -q -- '--capacity'; }
 
 # One paced bench run. $1 side, $2 streams, $3 round.
 paced() {
     local side=$1 n=$2 rep=$3 stem="$OUT/paced-$1-$2-$3"
     note "  $side: $n paced $LABEL stream(s), ${DURATION} s"
-    "${BINS[$side]}" bench --source "$CLIP720" --device cpu --paced --streams "$n" --duration "$DURATION" \
-        --report "$stem.json" >"$stem.log" 2>&1 || { tail -n 20 "$stem.log" >&2; die "$side bench failed (log: $stem.log)"; }
+    measured "$stem" "${BINS[$side]}" bench --source "$CLIP720" --device cpu --paced --streams "$n" \
+        --duration "$DURATION" --report "$stem.json" || { tail -n 20 "$stem.log" >&2; die "$side bench failed (log: $stem.log)"; }
 }
 
 note "machine: $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -132,17 +154,30 @@ if [[ $CAPACITY -eq 1 ]]; then
     for side in base current; do
         note "capacity of $side ($CAP_MODE search; trials of ${WARMUP} s + ${TRIAL} s)"
         if [[ $CAP_MODE == builtin ]]; then
-            "${BINS[$side]}" bench --source "$CLIP720" --device cpu --capacity --warmup "$WARMUP" --duration "$TRIAL" \
-                --max-streams "$MAX_STREAMS" --report "$OUT/capacity-$side.json" >"$OUT/capacity-$side.log" 2>&1 \
+            measured "$OUT/capacity-$side" "${BINS[$side]}" bench --source "$CLIP720" --device cpu --capacity \
+                --warmup "$WARMUP" --duration "$TRIAL" --max-streams "$MAX_STREAMS" --report "$OUT/capacity-$side.json" \
                 || { tail -n 20 "$OUT/capacity-$side.log" >&2; die "$side bench --capacity failed"; }
         else
             python3 - "${BINS[$side]}" "$CLIP720" "$WARMUP" "$TRIAL" "$MAX_STREAMS" "$OUT" "$side" <<'EOF' \
                 || die "the capacity search of $side failed (logs in $OUT)"
-import json, subprocess, sys
+import json, os, subprocess, sys, time
 
 binary, clip, warmup, trial, max_streams, out, side = sys.argv[1:]
 max_streams = int(max_streams)
 length = float(warmup) + float(trial)
+
+
+def busy_s():
+    """Busy CPU seconds of the whole machine."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v[i] for i in (0, 1, 2, 5, 6, 7)) / os.sysconf("SC_CLK_TCK")
+
+
+def own_s():
+    """CPU seconds of the finished children (the bench runs)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def next_step(trials):
@@ -162,9 +197,11 @@ while True:
     if step == "done":
         break
     stem = f"{out}/capacity-{side}-{n}"
+    busy0, wall0, own0 = busy_s(), time.monotonic(), own_s()
     with open(stem + ".log", "w") as log:
         rc = subprocess.call([binary, "bench", "--source", clip, "--device", "cpu", "--paced", "--streams", str(n),
                               "--duration", f"{length:g}", "--report", stem + ".json"], stdout=log, stderr=log)
+    other = max(0.0, (busy_s() - busy0) - (own_s() - own0)) / max(time.monotonic() - wall0, 1e-9)
     if rc != 0:
         sys.exit(f"density: error: {binary} bench --streams {n} exited {rc} (log: {stem}.log)")
     with open(stem + ".json") as f:
@@ -173,10 +210,11 @@ while True:
     held = all(s["frames_in"] > 0 for s in r["per_stream"]) and max(late) <= 1.0
     p99 = max(s["end_to_end_ms"]["p99"] for s in r["per_stream"])
     print(f"density:   {side}: {n} stream(s): worst late {max(late):.2f} %, worst p99 {p99:.1f} ms, "
-          f"CPU {r['cpu_percent']:.0f} % -> {'holds' if held else 'late'}", file=sys.stderr)
+          f"CPU {r['cpu_percent']:.0f} %, other processes {100 * other:.0f} % -> {'holds' if held else 'late'}",
+          file=sys.stderr)
     trials.append((n, held))
     rows.append({"streams": n, "held": held, "late_percent": max(late), "worst_stream_p99_ms": p99,
-                 "cpu_percent": r["cpu_percent"], "peak_rss_mb": r["peak_rss_mb"]})
+                 "cpu_percent": r["cpu_percent"], "peak_rss_mb": r["peak_rss_mb"], "other_cpu_percent": 100 * other})
 with open(f"{out}/capacity-{side}.json", "w") as f:
     json.dump({"capacity": n, "max_streams": max_streams, "trials": rows}, f, indent=2)
 EOF
@@ -245,6 +283,26 @@ if cap_mode != "none":
     rows.append([f"capacity: paced {label} streams, each <= 1 % late ({how}; {warmup}+{trial} s trials)",
                  capacity(cap["base"]), capacity(cap["current"]),
                  ratio(cap["current"]["capacity"], cap["base"]["capacity"]), ">= 8 (p99 <= 33)"])
+def other_load(stem):
+    """Cores busy with other processes during a measured run."""
+    try:
+        with open(os.path.join(out, stem + ".load")) as f:
+            busy, wall, own = (float(x) for x in f.read().split())
+        return max(0.0, busy - own) / max(wall, 1.0)
+    except (OSError, ValueError):
+        return float("nan")
+
+
+others = {}
+for side in ("base", "current"):
+    loads = [other_load(f"paced-{side}-{n}-{rep}") for n in (1, 4) for rep in range(paced_runs)]
+    if cap_mode == "script":
+        loads += [t["other_cpu_percent"] / 100 for t in cap[side]["trials"]]
+    elif cap_mode == "builtin":
+        loads += [(t.get("other_cpu_percent") or 0) / 100 for t in cap[side]["trials"]]
+    others[side] = max(loads)
+rows.append(["other processes' CPU during the paced and capacity runs (cores, the most of any run)",
+             f"{others['base']:.2f}", f"{others['current']:.2f}", "", "~0 (quiet machine)"])
 if python:
     summary = load("compare/summary.json")
     for entry, target in zip(summary["files"], [">= 3", ">= 12"]):
@@ -270,6 +328,11 @@ for side in ("base", "current"):
         trials = ", ".join(f"{t['streams']}:{'ok' if t['held'] else 'late'} ({t['late_percent']:.1f} %)"
                            for t in cap[side]["trials"])
         print(f"capacity trials {side}: {trials}")
+if max(others.values()) > 0.2:
+    print("note: other processes were busy during the runs (see above): the figures are noisy, and capacity "
+          "measures what was left; rerun on a quieter machine.")
+if python:
+    print("The offline rows' own load figures: compare/ (scripts/compare_python.sh's table, 'other load').")
 print(f"Reports and logs: {out}")
 EOF
 note "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -106,6 +106,8 @@ pub struct Trial {
     pub cpu_percent: f64,
     /// `cpu_percent` over the stream count.
     pub cpu_percent_per_stream: f64,
+    /// CPU of every other process on the machine meanwhile, % of one core.
+    pub other_cpu_percent: Option<f64>,
     /// Peak resident set size of this trial (models loaded, streams running), MB.
     pub peak_rss_mb: f64,
     /// Wall time of the trial, s.
@@ -150,11 +152,16 @@ impl Trial {
             lag_ms: percentiles(&lag),
             cpu_percent: report.cpu_percent,
             cpu_percent_per_stream: report.cpu_percent / streams as f64,
+            other_cpu_percent: report.other_cpu_percent,
             peak_rss_mb,
             wall_s: report.wall_s,
         }
     }
 }
+
+/// Other processes' CPU (% of one core) during a trial above which the table says the result is
+/// noisy.
+const NOISY_OTHER_CPU_PERCENT: f64 = 20.0;
 
 /// The result of the search.
 #[derive(Debug, Clone, Serialize)]
@@ -348,13 +355,13 @@ pub fn table(report: &CapacityReport) -> String {
     }
     writeln!(
         out,
-        "  streams  late % (worst)  e2e p50 ms  p99 ms  max ms  CPU %  CPU %/stream  peak RSS MB  result"
+        "  streams  late % (worst)  e2e p50 ms  p99 ms  max ms  CPU %  CPU %/stream  peak RSS MB  other CPU %  result"
     )
     .ok();
     for t in &report.trials {
         writeln!(
             out,
-            "  {:>7}  {:>14.2}  {:>10.2}  {:>6.2}  {:>6.1}  {:>5.0}  {:>12.1}  {:>11.1}  {}",
+            "  {:>7}  {:>14.2}  {:>10.2}  {:>6.2}  {:>6.1}  {:>5.0}  {:>12.1}  {:>11.1}  {:>11}  {}",
             t.streams,
             t.late_percent,
             t.end_to_end_ms.p50,
@@ -363,7 +370,22 @@ pub fn table(report: &CapacityReport) -> String {
             t.cpu_percent,
             t.cpu_percent_per_stream,
             t.peak_rss_mb,
+            t.other_cpu_percent
+                .map_or_else(|| "-".to_owned(), |o| format!("{o:.0}")),
             if t.held { "holds" } else { "late" }
+        )
+        .ok();
+    }
+    let busiest = report
+        .trials
+        .iter()
+        .filter_map(|t| t.other_cpu_percent)
+        .fold(0.0, f64::max);
+    if busiest > NOISY_OTHER_CPU_PERCENT {
+        writeln!(
+            out,
+            "note: other processes used up to {busiest:.0} % of a core during the trials: the capacity is \
+             what was left to this process; measure on a quiet machine for the machine's own"
         )
         .ok();
     }
@@ -463,6 +485,7 @@ mod tests {
             lag_ms: percentiles(&new_histogram()),
             cpu_percent: 0.0,
             cpu_percent_per_stream: 0.0,
+            other_cpu_percent: None,
             peak_rss_mb,
             wall_s: 0.0,
         };

@@ -280,6 +280,9 @@ pub struct BenchReport {
     /// CPU time over wall time after the warm-up, in % of one core (200 % = both cores of a
     /// 2-core machine).
     pub cpu_percent: f64,
+    /// CPU of every other process on the machine over the same time, % of one core (None when
+    /// /proc/stat cannot be read): well above 0, the figures are noisy.
+    pub other_cpu_percent: Option<f64>,
     /// Peak resident set size, MB.
     pub peak_rss_mb: f64,
     /// Per stream.
@@ -366,6 +369,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     }
     let monitor = procstat::Monitor::start(Duration::from_secs(1));
     let mut cpu0 = procstat::cpu_seconds();
+    let mut machine0 = procstat::machine_busy_seconds();
     let started = Instant::now();
     let count_from = (!opts.warmup.is_zero()).then(|| started + opts.warmup);
     let mut handles = Vec::new();
@@ -392,6 +396,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         }
         measured_from = Instant::now();
         cpu0 = procstat::cpu_seconds();
+        machine0 = procstat::machine_busy_seconds();
     }
     let mut per_stream = Vec::new();
     let (mut device, mut detector) = (String::new(), String::new());
@@ -448,6 +453,9 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         .zip(cpu0)
         .map(|(a, b)| a - b)
         .unwrap_or(0.0);
+    let other_cpu_percent = procstat::machine_busy_seconds()
+        .zip(machine0)
+        .map(|(a, b)| 100.0 * (a - b - cpu).max(0.0) / measured.max(1e-9));
     let report = BenchReport {
         source: opts.run.source.clone(),
         paced: opts.paced,
@@ -457,6 +465,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         wall_s: wall,
         warmup_s: opts.warmup.as_secs_f64(),
         cpu_percent: 100.0 * cpu / measured.max(1e-9),
+        other_cpu_percent,
         peak_rss_mb: procstat::peak_rss_mb().unwrap_or(0.0),
         per_stream,
         resources: monitor.finish(),
@@ -568,8 +577,12 @@ pub fn table(report: &BenchReport) -> String {
         .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     writeln!(
         out,
-        "process: CPU {:.0} % of one core, peak RSS {:.1} MB (RSS {:.1}..{:.1} MB over the run), wall {:.2} s",
+        "process: CPU {:.0} % of one core{}, peak RSS {:.1} MB (RSS {:.1}..{:.1} MB over the run), wall {:.2} s",
         report.cpu_percent,
+        report
+            .other_cpu_percent
+            .map(|o| format!(" (other processes: {o:.0} %)"))
+            .unwrap_or_default(),
         report.peak_rss_mb,
         if rss.is_empty() { 0.0 } else { lo },
         hi,

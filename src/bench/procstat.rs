@@ -18,6 +18,24 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
+/// Busy CPU seconds of the whole machine, every process (user, nice, system, irq, softirq and
+/// steal of the `cpu` line of /proc/stat): with `cpu_seconds`, how much else was running.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| ticks.get(*i))
+        .sum();
+    Some(busy / TICKS_PER_SECOND)
+}
+
 fn status_kb(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
