@@ -14,6 +14,9 @@
 #                    lasts as long as the clip)
 #   --paced-runs N   paced runs per side and file (default 1)
 #   --no-build       use the existing target/release/affectstream instead of building it
+#   --bin PATH       measure this affectstream binary (no build)
+#   --baseline PATH  also measure this second affectstream binary, in the same rounds (ours,
+#                    baseline, python, ...), with its ratios to python and ours/baseline
 #   --out DIR        keep the reports and logs here (default: a new temporary directory)
 #   -h, --help       this text
 # Environment:
@@ -32,6 +35,7 @@ REQUIREMENTS="$TOOLS/requirements-baseline.txt"
 TESTDATA=${AFFECTSTREAM_TESTDATA:-$SHARED/testdata}
 VENV=${AFFECTSTREAM_REF_VENV:-/tmp/affectstream-refvenv}
 BIN="$ROOT/target/release/affectstream"
+BASE_BIN=""
 
 RUNS=3
 PACED=0
@@ -54,6 +58,8 @@ while [[ $# -gt 0 ]]; do
         --paced) PACED=1; shift ;;
         --paced-runs) [[ $# -ge 2 ]] || die "--paced-runs needs a value"; positive_int --paced-runs "$2"; PACED_RUNS=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
+        --bin) [[ $# -ge 2 ]] || die "--bin needs a path"; BIN=$2; BUILD=0; shift 2 ;;
+        --baseline) [[ $# -ge 2 ]] || die "--baseline needs a path"; BASE_BIN=$2; shift 2 ;;
         --out) [[ $# -ge 2 ]] || die "--out needs a directory"; OUT=$2; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         --) shift; FILES+=("$@"); break ;;
@@ -100,6 +106,7 @@ if [[ $BUILD -eq 1 ]]; then
         || die "cargo build --release failed (fix the build, or use --no-build with an existing binary)"
 fi
 [[ -x $BIN ]] || die "no binary at $BIN (run cargo build --release)"
+[[ -z $BASE_BIN || -x $BASE_BIN ]] || die "no baseline binary at $BASE_BIN"
 
 if [[ -z $OUT ]]; then
     OUT=$(mktemp -d "${TMPDIR:-/tmp}/affectstream-compare.XXXXXX")
@@ -111,6 +118,10 @@ note "reports and logs go to $OUT"
 # A private copy: a rebuild of target/release during the runs cannot mix two versions.
 cp "$BIN" "$OUT/affectstream" || die "cannot copy $BIN to $OUT"
 BIN="$OUT/affectstream"
+if [[ -n $BASE_BIN ]]; then
+    cp "$BASE_BIN" "$OUT/affectstream-baseline" || die "cannot copy $BASE_BIN to $OUT"
+    BASE_BIN="$OUT/affectstream-baseline"
+fi
 
 # Busy CPU seconds of the whole machine (all processes), to tell how much else was running.
 TICKS=$(getconf CLK_TCK 2>/dev/null || echo 100)
@@ -130,7 +141,7 @@ failure() {
     fi
 }
 
-# Runs one side once. $1 ours|py, $2 offline|paced, $3 file index, $4 repetition.
+# Runs one side once. $1 ours|base|py, $2 offline|paced, $3 file index, $4 repetition.
 run_one() {
     local side=$1 mode=$2 idx=$3 rep=$4
     local file=${FILES[$idx]}
@@ -139,13 +150,15 @@ run_one() {
     local started=$SECONDS busy0 t0 rc=0 TIMEFORMAT='%3U %3S'  # `time`: CPU s of the run and its children
     busy0=$(busy_s)
     t0=$(now_ms)
-    if [[ $side == ours ]]; then
+    if [[ $side == ours || $side == base ]]; then
+        local bin=$BIN
+        [[ $side == base ]] && bin=$BASE_BIN
         local args=(bench --source "$file" --device cpu --report "$OUT/$stem.json" --plot "$OUT/$stem.png")
         [[ $mode == paced ]] && args+=(--paced)
-        { time RUST_LOG=${RUST_LOG:-warn} "$BIN" "${args[@]}" >"$log" 2>&1; } 2>"$OUT/$stem.cpu" || rc=$?
+        { time RUST_LOG=${RUST_LOG:-warn} "$bin" "${args[@]}" >"$log" 2>&1; } 2>"$OUT/$stem.cpu" || rc=$?
         if [[ $rc -ne 0 ]]; then
             tail -n 20 "$log" >&2
-            die "affectstream ${args[*]} $(failure "$rc") (log: $log)"
+            die "$(basename "$bin") ${args[*]} $(failure "$rc") (log: $log)"
         fi
     else
         { time "$PY" "$BASELINE" "$file" --mode "$mode" --cv-threads -1 >"$OUT/$stem.stdout" 2>"$log"; } 2>"$OUT/$stem.cpu" || rc=$?
@@ -166,23 +179,26 @@ for idx in "${!FILES[@]}"; do
     note "$(basename "${FILES[$idx]}"): $RUNS offline run(s) per side, alternating"
     for ((rep = 0; rep < RUNS; rep++)); do
         run_one ours offline "$idx" "$rep"
+        [[ -n $BASE_BIN ]] && run_one base offline "$idx" "$rep"
         run_one py offline "$idx" "$rep"
     done
     if [[ $PACED -eq 1 ]]; then
         note "$(basename "${FILES[$idx]}"): $PACED_RUNS paced run(s) per side (each as long as the clip)"
         for ((rep = 0; rep < PACED_RUNS; rep++)); do
             run_one ours paced "$idx" "$rep"
+            [[ -n $BASE_BIN ]] && run_one base paced "$idx" "$rep"
             run_one py paced "$idx" "$rep"
         done
     fi
 done
 
 # --- the table --------------------------------------------------------------------------------
-python3 - "$OUT" "$RUNS" "$PACED" "$PACED_RUNS" "${FILES[@]}" <<'EOF'
+python3 - "$OUT" "$RUNS" "$PACED" "$PACED_RUNS" "$([[ -n $BASE_BIN ]] && echo 1 || echo 0)" "${FILES[@]}" <<'EOF'
 import json, os, statistics, sys
 
 out, runs, paced, paced_runs = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
-files = sys.argv[5:]
+baseline = sys.argv[5] == "1"
+files = sys.argv[6:]
 
 
 def load(side, mode, idx, n):
@@ -266,11 +282,16 @@ for idx, path in enumerate(files):
     o = medians(load("ours", "offline", idx, runs), ours_offline, "ours", "offline", idx)
     p = medians(load("py", "offline", idx, runs), py_offline, "py", "offline", idx)
     entry = {"file": path, "offline": {"ours": o, "python": p}}
-    rows.append([os.path.basename(path), f"{o['frames']:.0f}/{p['frames']:.0f}",
-                 f"{o['fps']:.1f}", f"{p['fps']:.1f}", ratio(o["fps"], p["fps"]),
-                 f"{o['p50']:.2f}", f"{p['p50']:.2f}", f"{o['p99']:.2f}", f"{p['p99']:.2f}",
-                 f"{o['cpu']:.2f}", f"{p['cpu']:.2f}", f"{o['other']:.2f}/{p['other']:.2f}",
-                 f"{o['rss']:.0f}", f"{p['rss']:.0f} (+{p['ffmpeg_rss']:.0f})"])
+    row = [os.path.basename(path), f"{o['frames']:.0f}/{p['frames']:.0f}",
+           f"{o['fps']:.1f}", f"{p['fps']:.1f}", ratio(o["fps"], p["fps"]),
+           f"{o['p50']:.2f}", f"{p['p50']:.2f}", f"{o['p99']:.2f}", f"{p['p99']:.2f}",
+           f"{o['cpu']:.2f}", f"{p['cpu']:.2f}", f"{o['other']:.2f}/{p['other']:.2f}",
+           f"{o['rss']:.0f}", f"{p['rss']:.0f} (+{p['ffmpeg_rss']:.0f})"]
+    if baseline:
+        b = medians(load("base", "offline", idx, runs), ours_offline, "base", "offline", idx)
+        entry["offline"]["baseline"] = b
+        row += [f"{b['fps']:.1f}", ratio(b["fps"], p["fps"]), ratio(o["fps"], b["fps"]), f"{b['rss']:.0f}"]
+    rows.append(row)
     summary["files"].append(entry)
 
 print()
@@ -278,7 +299,8 @@ print(f"Offline (as fast as it decodes), median of {runs} run(s) per side; ours:
       f"--device cpu, python: baseline.py --mode offline --cv-threads -1")
 table(["file", "frames ours/py", "fps ours", "fps py", "fps ours/py", "p50 ms ours", "p50 ms py",
        "p99 ms ours", "p99 ms py", "cores ours", "cores py", "other load ours/py", "peak RSS MB ours",
-       "peak RSS MB py (+ffmpeg)"], rows)
+       "peak RSS MB py (+ffmpeg)"]
+      + (["fps base", "fps base/py", "fps ours/base", "peak RSS MB base"] if baseline else []), rows)
 
 if paced:
     rows = []
@@ -286,16 +308,24 @@ if paced:
         o = medians(load("ours", "paced", idx, paced_runs), ours_paced, "ours", "paced", idx)
         p = medians(load("py", "paced", idx, paced_runs), py_paced, "py", "paced", idx)
         summary["files"][idx]["paced"] = {"ours": o, "python": p}
-        rows.append([os.path.basename(path), f"{o['p50']:.2f}", f"{p['p50']:.2f}", f"{o['p99']:.2f}",
-                     f"{p['p99']:.2f}", ratio(o["p99"], p["p99"]), f"{o['lag99']:.2f}", f"{p['lag99']:.2f}",
-                     f"{o['late']:.0f}/{o['frames']:.0f}", f"{p['late']:.0f}/{p['frames']:.0f}",
-                     f"{o['cpu']:.2f}", f"{p['cpu']:.2f}", f"{o['other']:.2f}/{p['other']:.2f}"])
+        row = [os.path.basename(path), f"{o['p50']:.2f}", f"{p['p50']:.2f}", f"{o['p99']:.2f}",
+               f"{p['p99']:.2f}", ratio(o["p99"], p["p99"]), f"{o['lag99']:.2f}", f"{p['lag99']:.2f}",
+               f"{o['late']:.0f}/{o['frames']:.0f}", f"{p['late']:.0f}/{p['frames']:.0f}",
+               f"{o['cpu']:.2f}", f"{p['cpu']:.2f}", f"{o['other']:.2f}/{p['other']:.2f}"]
+        if baseline:
+            b = medians(load("base", "paced", idx, paced_runs), ours_paced, "base", "paced", idx)
+            summary["files"][idx]["paced"]["baseline"] = b
+            row += [f"{b['p50']:.2f}", f"{b['p99']:.2f}", f"{b['late']:.0f}/{b['frames']:.0f}", f"{b['cpu']:.2f}"]
+        rows.append(row)
     print()
     print(f"Paced at 1x real time, median of {paced_runs} run(s) per side")
     table(["file", "p50 ms ours", "p50 ms py", "p99 ms ours", "p99 ms py", "p99 ours/py", "lag p99 ms ours",
-           "lag p99 ms py", "late ours", "late py", "cores ours", "cores py", "other load ours/py"], rows)
+           "lag p99 ms py", "late ours", "late py", "cores ours", "cores py", "other load ours/py"]
+          + (["p50 ms base", "p99 ms base", "late base", "cores base"] if baseline else []), rows)
 
 print()
+if baseline:
+    print("base = the --baseline binary, run in the same rounds as ours and python (ours, base, python, ...).")
 print("fps ours/py > 1: we are faster. Latency: ours = frame decoded -> record ready through the threaded")
 print("pipeline (offline this includes waiting in the bounded queues between stages); python = cap.read()")
 print("returned -> result ready in one sequential loop. Python's fps includes its ffmpeg audio decode;")

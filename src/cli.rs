@@ -77,9 +77,22 @@ struct BenchArgs {
     /// Streams processed at once (1..64).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     streams: u32,
-    /// Run this many seconds, looping the source when it is shorter.
+    /// Find the largest number of paced streams of the source that each run with at most 1 %
+    /// late frames, and print it with CPU and memory (trials of --warmup + --duration seconds).
+    #[arg(long, conflicts_with = "streams")]
+    capacity: bool,
+    /// With --capacity: the most streams tried (1..256).
+    #[arg(long, default_value_t = 64, requires = "capacity",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    max_streams: u32,
+    /// Run this many seconds after the warm-up, looping the source when it is shorter (with
+    /// --capacity: each trial, default 20).
     #[arg(long, value_parser = positive_seconds)]
     duration: Option<f64>,
+    /// Leave the first this many seconds out of the statistics (default 5 with --capacity,
+    /// else 0).
+    #[arg(long, value_parser = non_negative_seconds)]
+    warmup: Option<f64>,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -96,6 +109,13 @@ struct BenchArgs {
     #[arg(long, default_value_t = FaceConfig::default().detect_motion,
           value_parser = unit_interval)]
     detect_motion: f32,
+}
+
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    if s.trim().parse::<f64>() == Ok(0.0) {
+        return Ok(0.0);
+    }
+    positive_seconds(s)
 }
 
 fn positive_seconds(s: &str) -> Result<f64, String> {
@@ -277,11 +297,28 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
+    if args.capacity {
+        use affectstream::bench::capacity;
+        let mut opts = capacity::CapacityOptions::new(run);
+        if let Some(d) = args.duration {
+            opts.duration = Duration::from_secs_f64(d);
+        }
+        if let Some(w) = args.warmup {
+            opts.warmup = Duration::from_secs_f64(w);
+        }
+        opts.max_streams = args.max_streams as usize;
+        opts.report = args.report;
+        opts.plot = plot;
+        let report = capacity::capacity(&opts)?;
+        print!("{}", capacity::table(&report));
+        return Ok(());
+    }
     let opts = affectstream::bench::BenchOptions {
         run,
         paced: args.paced,
         streams: args.streams as usize,
         duration: args.duration.map(Duration::from_secs_f64),
+        warmup: args.warmup.map_or(Duration::ZERO, Duration::from_secs_f64),
         report: args.report,
         plot,
     };

@@ -2,7 +2,9 @@
 //! camera, looped, several streams at once) and measures every frame: end-to-end latency
 //! (decoded → record ready), lag behind the frame's schedule when paced, per-stage working
 //! time, throughput, late frames, CPU and memory. Prints a table, writes a JSON report and a PNG.
+//! `capacity` searches the largest number of paced streams that all keep up.
 
+pub mod capacity;
 #[cfg(feature = "plot")]
 mod plot;
 mod procstat;
@@ -40,8 +42,12 @@ pub struct BenchOptions {
     pub paced: bool,
     /// Streams processed at once (each a full pipeline on the same source).
     pub streams: usize,
-    /// Run this long, looping the source if it is shorter; None: the source once.
+    /// Run this long (after the warm-up), looping the source if it is shorter; None: the
+    /// source once.
     pub duration: Option<Duration>,
+    /// Time at the start that the statistics leave out (start-up, first inferences); zero:
+    /// everything counts. Each stream runs `warmup + duration`.
+    pub warmup: Duration,
     /// JSON report path.
     pub report: Option<PathBuf>,
     /// PNG plot path.
@@ -67,6 +73,9 @@ pub struct Sample {
     pub t: f64,
     /// Encode stage, ms.
     pub encode_ms: f64,
+    /// Ready after the warm-up, so in the statistics.
+    #[serde(skip)]
+    pub counted: bool,
 }
 
 /// Memory and CPU of the process over time.
@@ -82,6 +91,9 @@ pub struct ResourceSample {
 
 struct Collector {
     started: Option<Instant>,
+    /// Records ready before this instant are warm-up: kept in the series (and the schedule),
+    /// left out of the statistics.
+    count_from: Option<Instant>,
     /// Stream time added to this pass's timestamps (passes follow each other).
     t_offset: f64,
     /// Latest (offset) stream time seen.
@@ -92,6 +104,8 @@ struct Collector {
     stages: [Histogram<u64>; 3],
     records: u64,
     video_records: u64,
+    /// Video records in the statistics (after the warm-up).
+    counted: u64,
     late: u64,
     faces: u64,
     series: Vec<Sample>,
@@ -104,9 +118,10 @@ fn micros(ms: f64) -> u64 {
 }
 
 impl Collector {
-    fn new() -> Self {
+    fn new(count_from: Option<Instant>) -> Self {
         Self {
             started: None,
+            count_from,
             t_offset: 0.0,
             t_last: 0.0,
             frame_interval_s: 0.04,
@@ -115,6 +130,7 @@ impl Collector {
             stages: [new_histogram(), new_histogram(), new_histogram()],
             records: 0,
             video_records: 0,
+            counted: 0,
             late: 0,
             faces: 0,
             series: Vec::new(),
@@ -130,14 +146,18 @@ impl Collector {
             return;
         };
         self.video_records += 1;
-        if !r.faces.is_empty() {
-            self.faces += 1;
-        }
-        self.end_to_end.saturating_record(micros(latency));
         let s = &r.stages_ms;
-        for (h, v) in self.stages.iter_mut().zip([s.detect, s.encode, s.fuse]) {
-            if let Some(v) = v {
-                h.saturating_record(micros(v));
+        let counted = self.count_from.is_none_or(|from| now >= from);
+        if counted {
+            self.counted += 1;
+            if !r.faces.is_empty() {
+                self.faces += 1;
+            }
+            self.end_to_end.saturating_record(micros(latency));
+            for (h, v) in self.stages.iter_mut().zip([s.detect, s.encode, s.fuse]) {
+                if let Some(v) = v {
+                    h.saturating_record(micros(v));
+                }
             }
         }
         let at_s = now.saturating_duration_since(started).as_secs_f64();
@@ -151,6 +171,7 @@ impl Collector {
             encode_ms: s.encode.unwrap_or(0.0),
             decoded_at_s: at_s - latency / 1000.0,
             t,
+            counted,
         });
         if self.series.len() >= 2 {
             let n = self.series.len();
@@ -169,8 +190,9 @@ impl Collector {
     }
 
     /// Paced runs: each frame's lag behind its schedule. The schedule is the earliest one
-    /// consistent with every frame (frame t due at anchor + t, anchor = min(decoded - t)), so a
-    /// slow first frame does not hide later lateness.
+    /// consistent with every frame of the pass, warm-up included (frame t due at anchor + t,
+    /// anchor = min(decoded - t)), so a slow first frame does not hide later lateness. A frame
+    /// is late when its record is ready more than one frame interval after it was due.
     fn compute_lag(&mut self) {
         let mut bounds = vec![0];
         bounds.extend(self.pass_starts.iter().copied());
@@ -189,6 +211,9 @@ impl Collector {
             for s in samples {
                 let lag = (s.at_s - (anchor + s.t)).max(0.0) * 1000.0;
                 s.lag_ms = Some(lag);
+                if !s.counted {
+                    continue;
+                }
                 self.lag.saturating_record(micros(lag));
                 if lag > self.frame_interval_s * 1000.0 {
                     self.late += 1;
@@ -209,10 +234,12 @@ pub struct StreamReport {
     pub records_out: u64,
     /// Frames dropped (offline and paced runs process every frame: 0).
     pub frames_dropped: u64,
-    /// Share of video records with a face.
+    /// Video records in the statistics (those ready after the warm-up; all without one).
+    pub frames_counted: u64,
+    /// Share of counted video records with a face.
     pub face_fraction: f64,
-    /// Frames whose record was ready more than one frame interval after the frame was due
-    /// (paced only).
+    /// Counted frames whose record was ready more than one frame interval after the frame was
+    /// due (paced only; see `Collector::compute_lag` for the schedule).
     pub frames_late: u64,
     /// Input frames per second of wall time.
     pub input_fps: f64,
@@ -248,8 +275,14 @@ pub struct BenchReport {
     pub detector: String,
     /// Wall time of the whole benchmark, s.
     pub wall_s: f64,
-    /// CPU time over wall time, in % of one core (200 % = both cores of a 2-core machine).
+    /// Seconds at the start left out of the statistics (and of `cpu_percent`).
+    pub warmup_s: f64,
+    /// CPU time over wall time after the warm-up, in % of one core (200 % = both cores of a
+    /// 2-core machine).
     pub cpu_percent: f64,
+    /// CPU of every other process on the machine over the same time, % of one core (None when
+    /// /proc/stat cannot be read): well above 0, the figures are noisy.
+    pub other_cpu_percent: Option<f64>,
     /// Peak resident set size, MB.
     pub peak_rss_mb: f64,
     /// Per stream.
@@ -335,15 +368,17 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         loaded.push(Models::load(&run)?);
     }
     let monitor = procstat::Monitor::start(Duration::from_secs(1));
-    let cpu0 = procstat::cpu_seconds();
+    let mut cpu0 = procstat::cpu_seconds();
+    let mut machine0 = procstat::machine_busy_seconds();
     let started = Instant::now();
+    let count_from = (!opts.warmup.is_zero()).then(|| started + opts.warmup);
     let mut handles = Vec::new();
     for (i, models) in loaded.into_iter().enumerate() {
-        let collector = Arc::new(Mutex::new(Collector::new()));
+        let collector = Arc::new(Mutex::new(Collector::new(count_from)));
         let sink_side = collector.clone();
         let run = run.clone();
         let source = source.clone();
-        let duration = opts.duration;
+        let duration = opts.duration.map(|d| d + opts.warmup);
         let handle = std::thread::Builder::new()
             .name(format!("affectstream-bench-{i}"))
             .spawn(move || {
@@ -352,6 +387,16 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             })
             .map_err(|_| BenchError::StreamCrashed { stream: i })?;
         handles.push(handle);
+    }
+    // CPU is counted from the end of the warm-up (or from the last stream's end, if sooner).
+    let mut measured_from = started;
+    if let Some(from) = count_from {
+        while Instant::now() < from && !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        measured_from = Instant::now();
+        cpu0 = procstat::cpu_seconds();
+        machine0 = procstat::machine_busy_seconds();
     }
     let mut per_stream = Vec::new();
     let (mut device, mut detector) = (String::new(), String::new());
@@ -385,7 +430,8 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
             frames_in: summary.frames,
             records_out: summary.records,
             frames_dropped: summary.frames.saturating_sub(c.video_records),
-            face_fraction: c.faces as f64 / c.video_records.max(1) as f64,
+            frames_counted: c.counted,
+            face_fraction: c.faces as f64 / c.counted.max(1) as f64,
             frames_late: c.late,
             input_fps: summary.frames as f64 / wall,
             output_fps: summary.records as f64 / wall,
@@ -402,10 +448,14 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         });
     }
     let wall = started.elapsed().as_secs_f64();
+    let measured = measured_from.elapsed().as_secs_f64();
     let cpu = procstat::cpu_seconds()
         .zip(cpu0)
         .map(|(a, b)| a - b)
         .unwrap_or(0.0);
+    let other_cpu_percent = procstat::machine_busy_seconds()
+        .zip(machine0)
+        .map(|(a, b)| 100.0 * (a - b - cpu).max(0.0) / measured.max(1e-9));
     let report = BenchReport {
         source: opts.run.source.clone(),
         paced: opts.paced,
@@ -413,25 +463,30 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         device,
         detector,
         wall_s: wall,
-        cpu_percent: 100.0 * cpu / wall.max(1e-9),
+        warmup_s: opts.warmup.as_secs_f64(),
+        cpu_percent: 100.0 * cpu / measured.max(1e-9),
+        other_cpu_percent,
         peak_rss_mb: procstat::peak_rss_mb().unwrap_or(0.0),
         per_stream,
         resources: monitor.finish(),
     };
     if let Some(path) = &opts.report {
-        let json = serde_json::to_string_pretty(&report).map_err(|e| BenchError::Report {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        std::fs::write(path, json).map_err(|e| BenchError::Report {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        write_json(&report, path)?;
     }
     if let Some(path) = &opts.plot {
         draw_plot(&report, path)?;
     }
     Ok(report)
+}
+
+/// Writes a report as pretty-printed JSON.
+fn write_json(report: &impl Serialize, path: &std::path::Path) -> Result<(), BenchError> {
+    let failed = |message: String| BenchError::Report {
+        path: path.to_path_buf(),
+        message,
+    };
+    let json = serde_json::to_string_pretty(report).map_err(|e| failed(e.to_string()))?;
+    std::fs::write(path, json).map_err(|e| failed(e.to_string()))
 }
 
 #[cfg(feature = "plot")]
@@ -500,6 +555,14 @@ pub fn table(report: &BenchReport) -> String {
             s.face_fraction * 100.0
         )
         .ok();
+        if report.warmup_s > 0.0 {
+            writeln!(
+                out,
+                "  statistics over the {} frames after the {:.1} s warm-up",
+                s.frames_counted, report.warmup_s
+            )
+            .ok();
+        }
         if let Some((first, last)) = s.p99_first_last_minute_ms {
             writeln!(
                 out,
@@ -514,8 +577,12 @@ pub fn table(report: &BenchReport) -> String {
         .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     writeln!(
         out,
-        "process: CPU {:.0} % of one core, peak RSS {:.1} MB (RSS {:.1}..{:.1} MB over the run), wall {:.2} s",
+        "process: CPU {:.0} % of one core{}, peak RSS {:.1} MB (RSS {:.1}..{:.1} MB over the run), wall {:.2} s",
         report.cpu_percent,
+        report
+            .other_cpu_percent
+            .map(|o| format!(" (other processes: {o:.0} %)"))
+            .unwrap_or_default(),
         report.peak_rss_mb,
         if rss.is_empty() { 0.0 } else { lo },
         hi,

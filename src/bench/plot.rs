@@ -1,5 +1,5 @@
 //! The benchmark's PNG: end-to-end latency (and lag, when paced) over time for each stream,
-//! and the per-stage working time over time.
+//! and the per-stage working time over time; for `--capacity`, latency against stream count.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -145,6 +145,112 @@ pub fn draw(report: &BenchReport, path: &Path) -> Result<(), String> {
     }
     stages
         .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// Draws the capacity search to `path` (PNG): end-to-end p50 and p99 (log scale) against the
+/// number of paced streams, one point per trial (filled: every stream held, cross: late), with
+/// the capacity marked.
+pub fn draw_capacity(report: &super::capacity::CapacityReport, path: &Path) -> Result<(), String> {
+    register_font()?;
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let mut trials: Vec<_> = report.trials.iter().collect();
+    trials.sort_by_key(|t| t.streams);
+    let most = trials.last().map_or(1, |t| t.streams) as i32;
+    // log10 of the milliseconds on a linear axis, labelled in ms (plotters' log scale leaves
+    // the decades below 10 without labels).
+    let floor = |v: f64| v.max(0.01).log10();
+    let (lo, hi) = trials.iter().fold((f64::MAX, 0.0f64), |(lo, hi), t| {
+        (
+            lo.min(floor(t.end_to_end_ms.p50)),
+            hi.max(floor(t.end_to_end_ms.p99)),
+        )
+    });
+    let (lo, hi) = if trials.is_empty() {
+        (-1.0, 1.0)
+    } else {
+        (lo - 0.15, hi + 0.15)
+    };
+    let title = format!(
+        "{} — paced streams: end-to-end latency (ms); capacity {}",
+        Path::new(&report.source)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        report.capacity
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0i32..most + 1, lo..hi)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_labels((most as usize + 2).min(20))
+        .y_labels(12)
+        .y_label_formatter(&|v| {
+            let ms = 10f64.powf(*v);
+            if ms >= 10.0 {
+                format!("{ms:.0}")
+            } else {
+                format!("{ms:.1}")
+            }
+        })
+        .x_desc("streams at once")
+        .y_desc("ms (log)")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    if report.capacity > 0 {
+        let x = report.capacity as i32;
+        let mark = GREEN.mix(0.6);
+        chart
+            .draw_series(LineSeries::new([(x, lo), (x, hi)], mark.stroke_width(3)))
+            .map_err(|e| e.to_string())?
+            .label(format!("capacity: {} stream(s)", report.capacity))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], mark.stroke_width(3))
+            });
+    }
+    type Pick = fn(&super::capacity::Trial) -> f64;
+    let lines: [(&str, RGBColor, Pick); 2] = [
+        ("p50", BLUE, |t| t.end_to_end_ms.p50),
+        ("p99", RED, |t| t.end_to_end_ms.p99),
+    ];
+    for (name, color, pick) in lines {
+        chart
+            .draw_series(LineSeries::new(
+                trials.iter().map(|t| (t.streams as i32, floor(pick(t)))),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(format!("end-to-end {name}"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart
+            .draw_series(
+                trials
+                    .iter()
+                    .filter(|t| t.held)
+                    .map(|t| Circle::new((t.streams as i32, floor(pick(t))), 4, color.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(
+                trials.iter().filter(|t| !t.held).map(|t| {
+                    Cross::new((t.streams as i32, floor(pick(t))), 6, color.stroke_width(2))
+                }),
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

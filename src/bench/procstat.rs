@@ -18,6 +18,24 @@ pub fn cpu_seconds() -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SECOND)
 }
 
+/// Busy CPU seconds of the whole machine, every process (user, nice, system, irq, softirq and
+/// steal of the `cpu` line of /proc/stat): with `cpu_seconds`, how much else was running.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| ticks.get(*i))
+        .sum();
+    Some(busy / TICKS_PER_SECOND)
+}
+
 fn status_kb(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(key))?;
@@ -32,6 +50,12 @@ pub fn rss_mb() -> Option<f64> {
 /// Peak resident set size, MB.
 pub fn peak_rss_mb() -> Option<f64> {
     status_kb("VmHWM:").map(|kb| kb / 1024.0)
+}
+
+/// Resets the peak resident set size (VmHWM) to the current RSS, so `peak_rss_mb` measures from
+/// here on (Linux ≥ 4.0: `5` into /proc/self/clear_refs). False when the kernel refused.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// Samples RSS and CPU every interval until finished.
