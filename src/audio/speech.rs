@@ -4,26 +4,33 @@
 
 use std::path::Path;
 
-use ort::session::Session;
 use ort::value::TensorRef;
 
 use super::speech_features::{MfccExtractor, SER_FRAMES};
 use crate::runtime::head::{ClassHead, check_class_output};
-use crate::runtime::{ModelError as EncodeError, Runtime};
+use crate::runtime::{ModelError as EncodeError, Runtime, SharedSession};
 
-/// The speech-emotion model, its feature extractor and its head.
-pub struct SpeechEncoder {
-    session: Session,
+/// The speech-emotion model loaded once, with its head; shared by every stream's
+/// [`SpeechEncoder`]. Cheap to clone.
+#[derive(Clone)]
+pub struct SpeechModel {
+    session: SharedSession,
     head: ClassHead,
-    extractor: MfccExtractor,
-    features: [f32; SER_FRAMES],
     input_name: String,
 }
 
-impl SpeechEncoder {
+/// The speech-emotion model as one stream uses it: the shared model, its own feature
+/// extractor and buffers.
+pub struct SpeechEncoder {
+    model: SpeechModel,
+    extractor: MfccExtractor,
+    features: [f32; SER_FRAMES],
+}
+
+impl SpeechModel {
     /// Loads the model at `path`; checks its input is [N, 216, 1] and its output has one value
     /// per label.
-    pub fn new(runtime: &Runtime, path: &Path, head: ClassHead) -> Result<Self, EncodeError> {
+    pub fn load(runtime: &Runtime, path: &Path, head: ClassHead) -> Result<Self, EncodeError> {
         let session = runtime.session(path)?;
         let wrong = |message: String| EncodeError::WrongModel {
             path: path.to_owned(),
@@ -44,27 +51,40 @@ impl SpeechEncoder {
         let input_name = input.name().to_owned();
         check_class_output(&session, &head, path)?;
         Ok(Self {
-            session,
+            session: SharedSession::new(session),
             head,
-            extractor: MfccExtractor::new(),
-            features: [0.0; SER_FRAMES],
             input_name,
         })
+    }
+}
+
+impl SpeechEncoder {
+    /// Loads the model at `path` for this stream alone (see [`SpeechModel::load`]).
+    pub fn new(runtime: &Runtime, path: &Path, head: ClassHead) -> Result<Self, EncodeError> {
+        Ok(Self::with_model(SpeechModel::load(runtime, path, head)?))
+    }
+
+    /// An encoder for one more stream on a loaded (shared) model.
+    pub fn with_model(model: SpeechModel) -> Self {
+        Self {
+            model,
+            extractor: MfccExtractor::new(),
+            features: [0.0; SER_FRAMES],
+        }
     }
 
     /// The class head.
     pub fn head(&self) -> &ClassHead {
-        &self.head
+        &self.model.head
     }
 
     /// Probabilities for the last ≤ 2.5 s of `window` (44.1 kHz mono).
     pub fn classify(&mut self, window: &[f32]) -> Result<Vec<f32>, EncodeError> {
         self.extractor.ser_features(window, &mut self.features);
         let tensor = TensorRef::from_array_view(([1usize, SER_FRAMES, 1], &self.features[..]))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => tensor])?;
+        let mut session = self.model.session.lock();
+        let outputs = session.run(ort::inputs![self.model.input_name.as_str() => tensor])?;
         let (_, raw) = outputs[0].try_extract_tensor::<f32>()?;
-        Ok(self.head.probabilities(raw))
+        Ok(self.model.head.probabilities(raw))
     }
 }

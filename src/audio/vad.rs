@@ -4,11 +4,10 @@
 
 use std::path::Path;
 
-use ort::session::Session;
 use ort::value::TensorRef;
 
 use crate::runtime::ModelError as EncodeError;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, SharedSession};
 
 /// Sample rate the VAD runs at.
 pub const VAD_RATE: u32 = 16_000;
@@ -61,17 +60,24 @@ pub fn vad_input(
     next
 }
 
-/// A streaming Silero VAD for one audio stream.
+/// A streaming Silero VAD for one audio stream (its state and context are its own; the
+/// session can be shared with other streams).
 pub struct SileroVad {
-    session: Session,
+    session: SharedSession,
     state: [f32; STATE_LEN],
     context: [f32; VAD_CONTEXT],
     input: [f32; VAD_CONTEXT + VAD_CHUNK],
 }
 
 impl SileroVad {
-    /// Loads the model at `path`.
+    /// Loads the model at `path` for this stream alone.
     pub fn new(runtime: &Runtime, path: &Path) -> Result<Self, EncodeError> {
+        Ok(Self::with_session(Self::load(runtime, path)?))
+    }
+
+    /// Loads and checks the model at `path`, for [`SileroVad::with_session`] (any number of
+    /// streams).
+    pub fn load(runtime: &Runtime, path: &Path) -> Result<SharedSession, EncodeError> {
         let session = runtime.session(path)?;
         let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         if !["input", "state", "sr"].iter().all(|n| names.contains(n)) {
@@ -82,12 +88,17 @@ impl SileroVad {
                 ),
             });
         }
-        Ok(Self {
+        Ok(SharedSession::new(session))
+    }
+
+    /// A VAD for one more stream on a loaded (shared) model.
+    pub fn with_session(session: SharedSession) -> Self {
+        Self {
             session,
             state: [0.0; STATE_LEN],
             context: [0.0; VAD_CONTEXT],
             input: [0.0; VAD_CONTEXT + VAD_CHUNK],
-        })
+        }
     }
 
     /// Forgets the stream (state and context back to zeros).
@@ -104,9 +115,8 @@ impl SileroVad {
         let state = TensorRef::from_array_view(([2usize, 1, 128], &self.state[..]))?;
         let sr = [i64::from(VAD_RATE)];
         let sr = TensorRef::from_array_view(((), &sr[..]))?;
-        let outputs = self
-            .session
-            .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])?;
+        let mut session = self.session.lock();
+        let outputs = session.run(ort::inputs!["input" => input, "state" => state, "sr" => sr])?;
         let prob = outputs["output"]
             .try_extract_tensor::<f32>()?
             .1

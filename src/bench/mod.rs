@@ -18,7 +18,9 @@ use serde::Serialize;
 
 use crate::capture::{CaptureOptions, Source};
 use crate::metrics::{Percentiles, new_histogram, percentiles};
-use crate::pipeline::{self, Finished, Input, Models, Pipeline, PipelineError, RunOptions};
+use crate::pipeline::{
+    self, Finished, Input, Models, Pipeline, PipelineError, RunOptions, SharedModels,
+};
 use crate::record::Record;
 use crate::sink::{JsonlSink, JsonlTarget};
 
@@ -362,11 +364,14 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
         paced: opts.paced,
         ..CaptureOptions::default()
     };
-    // Load every stream's models before any starts, so start-up is not measured.
+    // Load the models (once, shared by the streams) before any stream starts, so start-up is
+    // not measured.
+    let shared = SharedModels::load(&run)?;
     let mut loaded = Vec::with_capacity(opts.streams.max(1));
     for _ in 0..opts.streams.max(1) {
-        loaded.push(Models::load(&run)?);
+        loaded.push(shared.stream()?);
     }
+    drop(shared);
     let monitor = procstat::Monitor::start(Duration::from_secs(1));
     let mut cpu0 = procstat::cpu_seconds();
     let mut machine0 = procstat::machine_busy_seconds();

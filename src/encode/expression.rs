@@ -12,8 +12,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use opencv::core::Mat;
-use ort::session::Session;
-use ort::value::TensorRef;
 
 use super::{ClassHead, ImageInputSpec, MemberHead, MemberOutput};
 use crate::capture::FrameImage;
@@ -24,6 +22,8 @@ use crate::face::detection::Detection;
 use crate::face::{FaceBatch, FrameMeta, TrackedFace};
 use crate::manifest::Manifest;
 use crate::metrics::Stage;
+use crate::runtime::batch::BatchPolicy;
+use crate::runtime::batched_session::{BatchedSession, SessionBackend, SessionClient, TensorItem};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::stage::{self, Emit, Position, StageError};
 
@@ -119,20 +119,35 @@ impl Default for ExpressionConfig {
 /// face at 30 fps).
 pub const ENSEMBLE_ENCODE_EVERY: u32 = 3;
 
-/// One model of the ensemble.
-struct Member {
+/// One model of the ensemble, loaded once per process behind a cross-stream batcher.
+#[derive(Clone)]
+struct SharedMember {
     role: String,
     path: PathBuf,
-    session: Session,
-    input_name: String,
+    session: BatchedSession,
     spec: ImageInputSpec,
     head: MemberHead,
     /// Index into the encoder's crop kinds.
     crop: usize,
     /// Frame of the schedule's period this member runs on (members are spread over it).
     slot: u32,
-    /// Input tensor scratch.
-    tensor: Vec<f32>,
+}
+
+/// One model of the ensemble, as one stream uses it.
+struct Member {
+    role: String,
+    path: PathBuf,
+    client: SessionClient,
+    spec: ImageInputSpec,
+    head: MemberHead,
+    /// Shape of one input (without the batch dimension).
+    dims: Vec<usize>,
+    /// Index into the encoder's crop kinds.
+    crop: usize,
+    /// Frame of the schedule's period this member runs on (members are spread over it).
+    slot: u32,
+    /// This frame's inputs, one per face it is due for.
+    items: Vec<TensorItem>,
 }
 
 /// A crop the encoder cuts per face: members sharing it (and the sharpness measure) use one.
@@ -178,7 +193,23 @@ const BLUR_CROP: CropKind = CropKind {
     color: CropColor::Gray,
 };
 
-/// The expression ensemble, its common head and the per-track schedule.
+/// The expression ensemble loaded once per process (each member's session shared by every
+/// stream through a batcher), its crops and common head; [`ExpressionModels::encoder`] makes
+/// one stream's encoder. Cheap to clone.
+#[derive(Clone)]
+pub struct ExpressionModels {
+    members: Vec<SharedMember>,
+    crops: Vec<CropKind>,
+    blur_crop: usize,
+    common: ClassHead,
+    set: String,
+    config: ExpressionConfig,
+    encode_every: u32,
+    crop_margin: f32,
+}
+
+/// The expression ensemble as one stream runs it: its handles on the shared members, its
+/// common head and its per-track schedule.
 pub struct ExpressionEncoder {
     members: Vec<Member>,
     crops: Vec<CropKind>,
@@ -199,12 +230,13 @@ fn tensor_dims(dtype: &ort::value::ValueType) -> Vec<i64> {
         .unwrap_or_default()
 }
 
-impl Member {
+impl SharedMember {
     fn load(
         runtime: &Runtime,
         manifest: &Manifest,
         role: &str,
         common: &[String],
+        policy: &BatchPolicy,
     ) -> Result<Self, EncodeError> {
         let entry = manifest.entry(role)?;
         let spec = ImageInputSpec::from_entry(role, entry)?;
@@ -255,45 +287,61 @@ impl Member {
             head.check_outputs(k as usize)
                 .map_err(|m| wrong(format!("output shape {dims:?} {m}")))?;
         }
+        let dims = spec.dims();
+        let session = SessionBackend::new(session, input_name)
+            .start(role, policy.clone(), &[dims])
+            .map_err(|e| member_err(format!("cannot be run: {e}")))?;
         Ok(Self {
             role: role.to_owned(),
             path,
             session,
-            input_name,
             spec,
             head,
             crop: 0,
             slot: 0,
-            tensor: Vec::new(),
         })
     }
 
-    /// Runs the model on the `n` faces laid out back to back in its tensor.
-    fn run(&mut self, n: usize) -> Result<Vec<MemberOutput>, EncodeError> {
-        let w = self.spec.width as usize;
-        let c = self.spec.channels as usize;
-        let shape = if self.spec.channels_last {
-            [n, w, w, c]
-        } else {
-            [n, c, w, w]
-        };
-        let input = TensorRef::from_array_view((shape, &self.tensor[..]))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => input])?;
-        let (shape, raw) = outputs[0].try_extract_tensor::<f32>()?;
-        let k = raw.len() / n;
-        let checked = if raw.len() != k * n || k == 0 {
-            Err(format!("{} values for {n} faces", raw.len()))
-        } else {
-            self.head.check_outputs(k)
-        };
-        checked.map_err(|m| EncodeError::Member {
+    /// This member for one more stream.
+    fn member(&self) -> Member {
+        Member {
             role: self.role.clone(),
             path: self.path.clone(),
-            message: format!("does not fit its role: output shape {:?} {m}", &shape[..]),
-        })?;
-        Ok(raw.chunks_exact(k).map(|row| self.head.read(row)).collect())
+            client: self.session.client(),
+            spec: self.spec.clone(),
+            head: self.head.clone(),
+            dims: self.spec.dims(),
+            crop: self.crop,
+            slot: self.slot,
+            items: Vec::new(),
+        }
+    }
+}
+
+impl Member {
+    /// Reads the model's output rows for the faces of this frame, checked against its head.
+    fn read(
+        &self,
+        outputs: Vec<crate::runtime::batched_session::TensorOutput>,
+    ) -> Result<Vec<MemberOutput>, EncodeError> {
+        let n = outputs.len();
+        let mut rows = Vec::with_capacity(n);
+        for out in outputs {
+            let row = out.outputs.into_iter().next().unwrap_or_default();
+            let k = row.len();
+            let checked = if k == 0 {
+                Err(format!("no values for {n} faces"))
+            } else {
+                self.head.check_outputs(k)
+            };
+            checked.map_err(|m| EncodeError::Member {
+                role: self.role.clone(),
+                path: self.path.clone(),
+                message: format!("does not fit its role: output of {k} values per face {m}"),
+            })?;
+            rows.push(self.head.read(&row));
+        }
+        Ok(rows)
     }
 }
 
@@ -311,16 +359,18 @@ fn cut(
     }
 }
 
-impl ExpressionEncoder {
+impl ExpressionModels {
     /// Loads the members of the manifest's face ensemble (`config.set`, else its default):
-    /// each file sha256-checked, its input and output checked against its manifest entry.
-    /// `crop_margin` is the face stage's (used by `box_pad` crops).
-    pub fn from_manifest(
+    /// each file sha256-checked, its input and output checked against its manifest entry,
+    /// each behind a batcher with the encoder policy of the runtime's provider, warmed at every
+    /// batch size. `crop_margin` is the face stage's (used by `box_pad` crops).
+    pub fn load(
         runtime: &Runtime,
         manifest: &Manifest,
         config: ExpressionConfig,
         crop_margin: f32,
     ) -> Result<Self, EncodeError> {
+        let policy = BatchPolicy::encoder(runtime.provider());
         let ensemble = manifest.resolve_ensemble(config.set.as_deref())?;
         let mut crops = vec![BLUR_CROP];
         let mut members = Vec::with_capacity(ensemble.members.len());
@@ -330,7 +380,8 @@ impl ExpressionEncoder {
             if manifest.optional_path(role)?.is_none() {
                 continue;
             }
-            let mut member = Member::load(runtime, manifest, role, &ensemble.labels)?;
+            let mut member =
+                SharedMember::load(runtime, manifest, role, &ensemble.labels, &policy)?;
             let kind = CropKind {
                 shape: member.spec.crop,
                 width: member.spec.width,
@@ -384,9 +435,42 @@ impl ExpressionEncoder {
             config,
             encode_every,
             crop_margin,
+        })
+    }
+
+    /// The encoder of one more stream: its own schedule and track memory, handles on the
+    /// shared members.
+    pub fn encoder(&self) -> ExpressionEncoder {
+        ExpressionEncoder {
+            members: self.members.iter().map(SharedMember::member).collect(),
+            crops: self.crops.clone(),
+            blur_crop: self.blur_crop,
+            common: self.common.clone(),
+            set: self.set.clone(),
+            config: self.config.clone(),
+            encode_every: self.encode_every,
+            crop_margin: self.crop_margin,
             tracks: HashMap::new(),
             last_index: None,
-        })
+        }
+    }
+
+    /// Name of the ensemble set in use.
+    pub fn set_name(&self) -> &str {
+        &self.set
+    }
+}
+
+impl ExpressionEncoder {
+    /// One stream's encoder on members of its own ([`ExpressionModels::load`], then
+    /// [`ExpressionModels::encoder`]).
+    pub fn from_manifest(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        config: ExpressionConfig,
+        crop_margin: f32,
+    ) -> Result<Self, EncodeError> {
+        Ok(ExpressionModels::load(runtime, manifest, config, crop_margin)?.encoder())
     }
 
     /// The common head: labels of `faces[].probs` and their (valence, arousal).
@@ -502,7 +586,7 @@ impl ExpressionEncoder {
         let mut blur: Vec<Option<f32>> = vec![None; batch.faces.len()];
         let mut faces_of: Vec<Vec<usize>> = vec![Vec::new(); self.members.len()];
         for member in &mut self.members {
-            member.tensor.clear();
+            member.items.clear();
         }
         if due.iter().flatten().any(|d| *d) {
             let mat = batch.frame.image();
@@ -528,7 +612,12 @@ impl ExpressionEncoder {
                 }
                 for (m, member) in self.members.iter_mut().enumerate() {
                     if let (true, Some(c)) = (due[i][m], &crops[member.crop]) {
-                        member.spec.append_normalized(c, &mut member.tensor)?;
+                        let mut data = Vec::with_capacity(member.spec.len());
+                        member.spec.append_normalized(c, &mut data)?;
+                        member.items.push(TensorItem {
+                            data,
+                            dims: member.dims.clone(),
+                        });
                         faces_of[m].push(i);
                     }
                 }
@@ -537,12 +626,23 @@ impl ExpressionEncoder {
         drop(batch.frame);
         let mut readings: Vec<Vec<Option<MemberOutput>>> =
             vec![vec![None; self.members.len()]; due.len()];
-        for (m, member) in self.members.iter_mut().enumerate() {
-            if faces_of[m].is_empty() {
-                continue;
+        // Every member's request goes out before any answer is awaited, so the members' batches
+        // of all streams form side by side (a member with nothing to run says so: a batch of the
+        // other streams need not wait for this one).
+        let mut pending = Vec::with_capacity(self.members.len());
+        for member in &mut self.members {
+            pending.push(member.client.submit(std::mem::take(&mut member.items)));
+        }
+        for (m, (member, submitted)) in self.members.iter().zip(pending).enumerate() {
+            let outputs = submitted?.wait()?;
+            if outputs.len() != faces_of[m].len() {
+                return Err(EncodeError::Member {
+                    role: member.role.clone(),
+                    path: member.path.clone(),
+                    message: format!("{} outputs for {} faces", outputs.len(), faces_of[m].len()),
+                });
             }
-            let rows = member.run(faces_of[m].len())?;
-            for (&i, row) in faces_of[m].iter().zip(rows) {
+            for (&i, row) in faces_of[m].iter().zip(member.read(outputs)?) {
                 readings[i][m] = Some(row);
             }
         }

@@ -104,6 +104,16 @@ impl ImageInputSpec {
         })
     }
 
+    /// Shape of one input without the batch dimension: [w, w, c] (NHWC) or [c, w, w].
+    pub fn dims(&self) -> Vec<usize> {
+        let (w, c) = (self.width as usize, self.channels as usize);
+        if self.channels_last {
+            vec![w, w, c]
+        } else {
+            vec![c, w, w]
+        }
+    }
+
     /// Number of floats per image.
     pub fn len(&self) -> usize {
         (self.width * self.width * self.channels) as usize

@@ -3,18 +3,17 @@
 
 use std::path::Path;
 
-use opencv::core::{self as cv, Mat, Size, Vector};
-use opencv::imgproc;
-use opencv::objdetect::CascadeClassifier;
-use opencv::prelude::*;
-use ort::session::Session;
-use ort::value::TensorRef;
-
 use super::FaceError;
 use super::crop::{FrameMat, plane_mat};
 use super::detection::{BBox, Detection, StrideOutputs, decode_yunet, nms};
 use crate::capture::{Chroma, FrameImage, PixelFormat};
 use crate::runtime::Runtime;
+use crate::runtime::batch::BatchPolicy;
+use crate::runtime::batched_session::{BatchedSession, SessionBackend, SessionClient, TensorItem};
+use opencv::core::{self as cv, Mat, Size, Vector};
+use opencv::imgproc;
+use opencv::objdetect::CascadeClassifier;
+use opencv::prelude::*;
 
 /// Detector settings.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +59,14 @@ impl FaceDetector {
         }
     }
 
+    /// Tells the shared detector this stream's frame needs no detection, so a batch of the
+    /// other streams' frames does not wait for it.
+    pub fn idle(&self) {
+        if let FaceDetector::YuNet(d) = self {
+            d.session.skip();
+        }
+    }
+
     /// Changes the minimum detector score (YuNet; the Haar cascade has no score).
     pub fn set_score_threshold(&mut self, threshold: f32) {
         match self {
@@ -77,11 +84,113 @@ impl FaceDetector {
     }
 }
 
-/// YuNet in ONNX Runtime, with reused resize and input buffers.
+/// The detector model loaded once per process: YuNet behind a cross-stream batcher (frames of
+/// the same input size share an inference), or the Haar cascade's file (each stream loads its
+/// own classifier: OpenCV's is not shared between threads). Cheap to clone.
+#[derive(Clone)]
+pub enum SharedDetector {
+    /// YuNet through ONNX Runtime.
+    YuNet {
+        /// The shared session.
+        session: BatchedSession,
+        /// Its strides.
+        strides: Vec<u32>,
+        /// Index of the cls, obj, bbox and kps outputs of each stride.
+        heads: Vec<[usize; 4]>,
+        /// Fixed input size of a static model ([0, 0] for the dynamic one).
+        fixed_size: [u32; 2],
+    },
+    /// The Haar cascade at this path.
+    Haar(std::path::PathBuf),
+}
+
+impl SharedDetector {
+    /// Loads the YuNet model at `path` (its outputs checked against `strides`) behind a
+    /// batcher with the detector policy of the runtime's provider; shapes are warmed when
+    /// first seen (the frame size is not known before).
+    pub fn yunet(
+        runtime: &Runtime,
+        path: &Path,
+        strides: Vec<u32>,
+        fixed_size: [u32; 2],
+    ) -> Result<Self, FaceError> {
+        let session = runtime.session(path)?;
+        let outputs: Vec<String> = session
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect();
+        let mut heads = Vec::with_capacity(strides.len());
+        for s in &strides {
+            let mut index = [0usize; 4];
+            for (slot, head) in index.iter_mut().zip(["cls", "obj", "bbox", "kps"]) {
+                let name = format!("{head}_{s}");
+                *slot = outputs.iter().position(|o| *o == name).ok_or_else(|| {
+                    FaceError::WrongModel {
+                        path: path.to_owned(),
+                        message: format!("no output '{name}' (outputs: {})", outputs.join(", ")),
+                    }
+                })?;
+            }
+            heads.push(index);
+        }
+        let input = session
+            .inputs()
+            .first()
+            .map(|i| i.name().to_owned())
+            .unwrap_or_else(|| "input".into());
+        let session = SessionBackend::new(session, input).start(
+            "face_detector",
+            BatchPolicy::detector(runtime.provider()),
+            &[],
+        )?;
+        Ok(Self::YuNet {
+            session,
+            strides,
+            heads,
+            fixed_size,
+        })
+    }
+
+    /// A detector for one more stream: its own settings and buffers, the shared model.
+    pub fn detector(&self, config: DetectorConfig) -> Result<FaceDetector, FaceError> {
+        Ok(match self {
+            SharedDetector::YuNet {
+                session,
+                strides,
+                heads,
+                fixed_size,
+            } => FaceDetector::YuNet(Box::new(YuNet {
+                session: session.client(),
+                config,
+                strides: strides.clone(),
+                heads: heads.clone(),
+                fixed_size: *fixed_size,
+                resized: Mat::default(),
+                chroma: [Mat::default(), Mat::default()],
+                input: Vec::new(),
+                input_size: (0, 0),
+            })),
+            SharedDetector::Haar(path) => FaceDetector::Haar(Box::new(Haar::new(path, config)?)),
+        })
+    }
+
+    /// Short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SharedDetector::YuNet { .. } => "yunet",
+            SharedDetector::Haar(_) => "haar",
+        }
+    }
+}
+
+/// YuNet for one stream: its handle on the shared session, reused resize and input buffers.
 pub struct YuNet {
-    session: Session,
+    session: SessionClient,
     config: DetectorConfig,
     strides: Vec<u32>,
+    /// Index of the cls, obj, bbox and kps outputs of each stride.
+    heads: Vec<[usize; 4]>,
     /// Fixed input size of a static model ([0, 0] for the dynamic one).
     fixed_size: [u32; 2],
     /// The RGB or luma plane at the detector's size.
@@ -149,7 +258,7 @@ pub fn detector_geometry(
 }
 
 impl YuNet {
-    /// Loads the YuNet model at `path`; `fixed_size` is [0, 0] for the dynamic-size file.
+    /// A YuNet for one stream on its own session (not shared with other streams).
     pub fn new(
         runtime: &Runtime,
         path: &Path,
@@ -157,33 +266,13 @@ impl YuNet {
         fixed_size: [u32; 2],
         config: DetectorConfig,
     ) -> Result<Self, FaceError> {
-        let session = runtime.session(path)?;
-        let outputs: Vec<String> = session
-            .outputs()
-            .iter()
-            .map(|o| o.name().to_owned())
-            .collect();
-        for s in &strides {
-            for head in ["cls", "obj", "bbox", "kps"] {
-                let name = format!("{head}_{s}");
-                if !outputs.contains(&name) {
-                    return Err(FaceError::WrongModel {
-                        path: path.to_owned(),
-                        message: format!("no output '{name}' (outputs: {})", outputs.join(", ")),
-                    });
-                }
-            }
+        match SharedDetector::yunet(runtime, path, strides, fixed_size)?.detector(config)? {
+            FaceDetector::YuNet(yunet) => Ok(*yunet),
+            FaceDetector::Haar(_) => Err(FaceError::WrongModel {
+                path: path.to_owned(),
+                message: "not a YuNet model".into(),
+            }),
         }
-        Ok(Self {
-            session,
-            config,
-            strides,
-            fixed_size,
-            resized: Mat::default(),
-            chroma: [Mat::default(), Mat::default()],
-            input: Vec::new(),
-            input_size: (0, 0),
-        })
     }
 
     /// Detects faces in a frame: its planes shrunk to the detector's size (area averaging),
@@ -195,27 +284,42 @@ impl YuNet {
             resized: (rw, rh),
             tensor: (tw, th),
         } = detector_geometry(w, h, &self.config, self.fixed_size);
-        if self.input_size != (tw, th) {
+        if self.input_size != (tw, th) || self.input.len() != 3 * (tw * th) as usize {
             self.input = vec![0.0; 3 * (tw * th) as usize];
             self.input_size = (tw, th);
         }
         self.fill_input(frame, (rw, rh), tw)?;
-        let tensor =
-            TensorRef::from_array_view(([1usize, 3, th as usize, tw as usize], &self.input[..]))?;
-        let outputs = self.session.run(ort::inputs!["input" => tensor])?;
+        // The input buffer travels to the shared session and comes back with the outputs.
+        let item = TensorItem {
+            data: std::mem::take(&mut self.input),
+            dims: vec![3, th as usize, tw as usize],
+        };
+        let mut out = self
+            .session
+            .run(vec![item])?
+            .pop()
+            .ok_or_else(|| FaceError::WrongModel {
+                path: self.session.name().into(),
+                message: "no output for the frame".into(),
+            })?;
+        self.input = std::mem::take(&mut out.input);
         let mut per_stride = Vec::with_capacity(self.strides.len());
-        for &s in &self.strides {
-            let get = |head: &str| -> Result<&[f32], FaceError> {
-                Ok(outputs[format!("{head}_{s}").as_str()]
-                    .try_extract_tensor::<f32>()?
-                    .1)
+        for (&s, &[cls, obj, bbox, kps]) in self.strides.iter().zip(&self.heads) {
+            let get = |i: usize| -> Result<&[f32], FaceError> {
+                out.outputs
+                    .get(i)
+                    .map(Vec::as_slice)
+                    .ok_or_else(|| FaceError::WrongModel {
+                        path: self.session.name().into(),
+                        message: format!("output {i} missing"),
+                    })
             };
             per_stride.push(StrideOutputs {
                 stride: s,
-                cls: get("cls")?,
-                obj: get("obj")?,
-                bbox: get("bbox")?,
-                kps: get("kps")?,
+                cls: get(cls)?,
+                obj: get(obj)?,
+                bbox: get(bbox)?,
+                kps: get(kps)?,
             });
         }
         let raw = decode_yunet(&per_stride, tw, th, self.config.score_threshold);

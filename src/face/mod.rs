@@ -21,7 +21,7 @@ use crate::runtime::{Runtime, RuntimeError};
 use crate::stage::{self, Emit, Position, StageError};
 use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
-use detector::{DetectorConfig, FaceDetector, Haar, YuNet};
+use detector::{DetectorConfig, FaceDetector, SharedDetector};
 use schedule::{Reason, Schedule};
 use tracker::Tracker;
 
@@ -34,6 +34,8 @@ pub enum FaceError {
     Runtime(#[from] RuntimeError),
     #[error("face detector inference failed: {0}")]
     Inference(#[from] ort::Error),
+    #[error("face detector: {0}")]
+    Batch(#[from] crate::runtime::batch::BatchError),
     #[error("image operation failed: {0}")]
     OpenCv(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
@@ -114,12 +116,21 @@ pub struct FaceBatch {
 }
 
 /// Picks the detector the manifest offers: YuNet (dynamic, else static), else the Haar
-/// cascade with a warning.
+/// cascade with a warning; one stream's detector on a model of its own.
 pub fn load_detector(
     runtime: &Runtime,
     manifest: &Manifest,
     config: DetectorConfig,
 ) -> Result<FaceDetector, FaceError> {
+    load_shared_detector(runtime, manifest)?.detector(config)
+}
+
+/// Loads the detector model the manifest offers once, for every stream of the process:
+/// YuNet (dynamic, else static), else the Haar cascade with a warning.
+pub fn load_shared_detector(
+    runtime: &Runtime,
+    manifest: &Manifest,
+) -> Result<SharedDetector, FaceError> {
     let mut first_error = None;
     for role in ["face_detector", "face_detector_static"] {
         let Ok(entry) = manifest.entry(role) else {
@@ -127,14 +138,12 @@ pub fn load_detector(
         };
         match manifest.verified_path(role) {
             Ok(path) => {
-                let yunet = YuNet::new(
+                return SharedDetector::yunet(
                     runtime,
                     &path,
                     entry.head.strides.clone(),
                     entry.input.size,
-                    config,
-                )?;
-                return Ok(FaceDetector::YuNet(Box::new(yunet)));
+                );
             }
             Err(e) => {
                 tracing::warn!("{e}");
@@ -147,7 +156,7 @@ pub fn load_detector(
             tracing::warn!(
                 "no usable YuNet model: falling back to the Haar cascade (no landmarks, weaker)"
             );
-            Ok(FaceDetector::Haar(Box::new(Haar::new(&path, config)?)))
+            Ok(SharedDetector::Haar(path))
         }
         Err(e) => Err(first_error.unwrap_or(e).into()),
     }
@@ -236,6 +245,8 @@ impl FaceStage {
         let before = self.last.len();
         if detect {
             self.last = self.detector.detect(&image)?;
+        } else {
+            self.detector.idle();
         }
         let tracks = self.tracker.update(pts, &self.last);
         if detect {

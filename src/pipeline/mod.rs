@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use handle::{Finished, Input, Pipeline, PipelineHandle, RecordQueue, StopSignal};
-pub use models::Models;
+pub use models::{Models, SharedModels};
 
 use crate::audio::AudioConfig;
 use crate::capture::{CaptureError, CaptureOptions, Source};

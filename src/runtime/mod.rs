@@ -1,9 +1,12 @@
 //! ONNX Runtime: finding the shared library, the execution provider, and session creation with
 //! the settings this pipeline relies on (one intra-op thread, no spinning: stages run in
-//! parallel on their own threads instead, which measured twice as fast on 2 cores).
+//! parallel on their own threads instead, which measured twice as fast on 2 cores). Every
+//! model is loaded once per process and shared by the streams: the face models behind a
+//! cross-stream batcher ([`batch`], [`batched_session`]), the audio models behind a lock
+//! ([`SharedSession`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use ort::ep::ExecutionProvider as _;
 use ort::session::Session;
@@ -11,6 +14,8 @@ use ort::session::builder::GraphOptimizationLevel;
 
 use crate::manifest::ManifestError;
 
+pub mod batch;
+pub mod batched_session;
 pub mod head;
 
 /// Errors setting up ONNX Runtime or loading a model into it.
@@ -47,6 +52,8 @@ pub enum ModelError {
     },
     #[error("expression model inference failed: {0}")]
     Inference(#[from] ort::Error),
+    #[error(transparent)]
+    Batch(#[from] batch::BatchError),
     #[error("cutting a face crop failed: {0}")]
     Crop(#[from] opencv::Error),
     #[error("model {path} does not fit its role: {message}")]
@@ -207,6 +214,29 @@ impl Runtime {
         builder
             .commit_from_file(path)
             .map_err(|e| model_err(e.to_string()))
+    }
+}
+
+/// A session several streams use in turn (`ort` runs a session from one thread at a time):
+/// the audio models, whose calls are short and carry per-stream state as inputs. Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct SharedSession {
+    session: Arc<Mutex<Session>>,
+}
+
+impl SharedSession {
+    /// Shares `session`.
+    pub fn new(session: Session) -> Self {
+        Self {
+            session: Arc::new(Mutex::new(session)),
+        }
+    }
+
+    /// The session, for one call. A lock poisoned by a panicking user is taken over: the
+    /// session holds no state between calls.
+    pub fn lock(&self) -> MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -27,7 +27,8 @@ use crossbeam_channel::Sender;
 
 use crate::capture::{Capture, CaptureOptions, CaptureTargets, Source};
 use crate::pipeline::{
-    Input, Models, Pipeline, PipelineError, PipelineHandle, RecordQueue, RunOptions, STAGE_QUEUE,
+    Input, Pipeline, PipelineError, PipelineHandle, RecordQueue, RunOptions, STAGE_QUEUE,
+    SharedModels,
 };
 use crate::record::StatusRecord;
 pub use crate::record::StreamState;
@@ -136,13 +137,21 @@ pub fn run_streams(
         stream: name.to_owned(),
         source: Box::new(e),
     };
-    // Open every source and load every model first: a typo fails the run before it starts.
+    // Open every source and load the models first: a typo fails the run before it starts.
+    // The models are loaded once; each stream gets its own state on the shared sessions.
     let mut prepared = Vec::new();
+    let mut shared: Option<SharedModels> = None;
     for spec in &opts.streams {
         let source = Source::parse(&spec.source).map_err(|e| stream_error(&spec.name, e.into()))?;
-        let models = Models::load(&opts.run).map_err(|e| stream_error(&spec.name, e))?;
+        let loaded = match &shared {
+            Some(loaded) => loaded,
+            None => shared
+                .insert(SharedModels::load(&opts.run).map_err(|e| stream_error(&spec.name, e))?),
+        };
+        let models = loaded.stream().map_err(|e| stream_error(&spec.name, e))?;
         prepared.push((spec.clone(), source, models));
     }
+    drop(shared);
     let lossless = prepared.iter().all(|(_, source, _)| !source.is_live());
 
     let registry = Arc::new(Registry::default());
