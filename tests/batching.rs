@@ -30,6 +30,7 @@ fn a_generated_model_behind_the_batcher_answers_every_stream_in_order() {
         deadline: Duration::from_secs(30),
         queue: 16,
         answer_timeout: Duration::from_secs(30),
+        warm: true,
     };
     let batcher = SessionBackend::new(session, "input")
         .start("pooled", policy, &[vec![8, 8, 1]])

@@ -1187,3 +1187,51 @@ fn the_tls_options_reach_a_broker_that_only_speaks_tls() {
     assert!(out.stderr.contains("certificate"), "{}", out.stderr);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_token_broker_takes_the_token_and_never_shows_it() {
+    let _serial = serial();
+    const TOKEN: &str = "Tk9-brokertoken";
+    let dir = temp_dir("cluster-token");
+    let nats = Nats::start(&dir, &["--auth", TOKEN]);
+    let u = nats.url();
+    // From the environment, with debug logs of the client library too.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
+    let out = cmd
+        .args([
+            "cameras",
+            "--nats",
+            &u,
+            "add",
+            "tok",
+            "rtsp://127.0.0.1:1/x",
+        ])
+        .env("NATS_TOKEN", TOKEN)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains(TOKEN), "{stderr}");
+    // On the command line; the camera is in the registry.
+    let listed = cli(&["cameras", "--nats", &u, "--nats-token", TOKEN, "list"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(listed.stdout.contains("tok"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains(TOKEN) && !listed.stderr.contains(TOKEN));
+    // A wrong token: refused, clearly, without echoing either token.
+    let wrong = cli(&[
+        "cameras",
+        "--nats",
+        &u,
+        "--nats-token",
+        "wrong-token",
+        "list",
+    ]);
+    assert_eq!(wrong.code, Some(1));
+    assert!(
+        wrong.stderr.to_lowercase().contains("authorization"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(!wrong.stderr.contains(TOKEN) && !wrong.stderr.contains("wrong-token"));
+}

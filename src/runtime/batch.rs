@@ -58,6 +58,10 @@ pub struct BatchPolicy {
     pub queue: usize,
     /// Longest a requester waits for its answer beyond the deadline before it is an error.
     pub answer_timeout: Duration,
+    /// Run every size once per shape before it is used (the GPU's first-shape cost). Off on
+    /// the CPU: there the first call of a shape costs little, and a warmed batch of 16 would
+    /// keep its memory (the arena) for nothing.
+    pub warm: bool,
 }
 
 /// The deadline of the GPU path: one frame at 30 fps, the fastest cameras this is for
@@ -77,6 +81,7 @@ impl BatchPolicy {
             },
             queue: 64,
             answer_timeout: Duration::from_secs(10),
+            warm: provider == Provider::Cuda,
         }
     }
 
@@ -91,12 +96,14 @@ impl BatchPolicy {
                 deadline: Duration::ZERO,
                 queue: 64,
                 answer_timeout: Duration::from_secs(10),
+                warm: false,
             },
             Provider::Cuda => Self {
                 sizes: vec![1, 2, 4, 8],
                 deadline: GPU_DEADLINE,
                 queue: 64,
                 answer_timeout: Duration::from_secs(10),
+                warm: true,
             },
         }
     }
@@ -198,6 +205,7 @@ impl<B: Backend> Batcher<B> {
             sizes.push(1);
         }
         let policy = BatchPolicy { sizes, ..policy };
+        let warm = if policy.warm { warm } else { &[] };
         for key in warm {
             for &size in &policy.sizes {
                 backend
@@ -522,7 +530,7 @@ impl<B: Backend> Worker<B> {
         }
         let max = self.policy.max_batch();
         for (key, mut members) in groups {
-            if !self.warmed.contains(&key) {
+            if self.policy.warm && !self.warmed.contains(&key) {
                 for &size in &self.policy.sizes {
                     if let Err(message) = self.backend.warm(&key, size) {
                         tracing::warn!(model = %self.name, size, %message, "warm-up failed");
@@ -631,6 +639,7 @@ mod tests {
             deadline: Duration::from_millis(deadline_ms),
             queue: 16,
             answer_timeout: Duration::from_secs(20),
+            warm: true,
         }
     }
 
@@ -839,6 +848,7 @@ mod tests {
         assert_eq!(p.deadline, GPU_DEADLINE);
         assert_eq!(BatchPolicy::encoder(Provider::Cpu).deadline, Duration::ZERO);
         assert_eq!(BatchPolicy::detector(Provider::Cpu).max_batch(), 1);
+        assert!(p.warm && !BatchPolicy::encoder(Provider::Cpu).warm);
         assert_eq!(BatchPolicy::detector(Provider::Cuda).max_batch(), 8);
     }
 }
