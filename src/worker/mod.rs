@@ -380,6 +380,28 @@ struct Held {
     phase: Phase,
 }
 
+impl Held {
+    /// Asks its pipeline (if any) to stop and enters `Stopping`; then the lease is given back
+    /// (`release`) or just forgotten (lost).
+    fn stop(&mut self, release: bool) {
+        let phase = std::mem::replace(
+            &mut self.phase,
+            Phase::Failed {
+                retry_at: Instant::now(),
+            },
+        );
+        let run = match phase {
+            Phase::Running(run) => Some(run),
+            Phase::Stopping { run, .. } => run,
+            Phase::Failed { .. } => None,
+        };
+        if let Some(run) = &run {
+            run.stop();
+        }
+        self.phase = Phase::Stopping { run, release };
+    }
+}
+
 struct Control {
     opts: WorkerOptions,
     registry: Arc<Registry>,
@@ -804,24 +826,7 @@ impl Control {
             return;
         };
         held.clock.lose();
-        let phase = std::mem::replace(
-            &mut held.phase,
-            Phase::Failed {
-                retry_at: Instant::now(),
-            },
-        );
-        let run = match phase {
-            Phase::Running(run) => Some(run),
-            Phase::Stopping { run, .. } => run,
-            Phase::Failed { .. } => None,
-        };
-        if let Some(run) = &run {
-            run.stop();
-        }
-        held.phase = Phase::Stopping {
-            run,
-            release: false,
-        };
+        held.stop(false);
     }
 
     /// Stops a camera and gives its lease back once it has stopped.
@@ -831,21 +836,7 @@ impl Control {
         };
         tracing::info!(camera = %camera, "giving the camera back: {why}");
         self.counters.releases.fetch_add(1, Ordering::Relaxed);
-        let phase = std::mem::replace(
-            &mut held.phase,
-            Phase::Failed {
-                retry_at: Instant::now(),
-            },
-        );
-        let run = match phase {
-            Phase::Running(run) => Some(run),
-            Phase::Stopping { run, .. } => run,
-            Phase::Failed { .. } => None,
-        };
-        if let Some(run) = &run {
-            run.stop();
-        }
-        held.phase = Phase::Stopping { run, release: true };
+        held.stop(true);
     }
 
     fn on_tick(
