@@ -156,11 +156,22 @@ pub fn extract_box_padded(
     out: u32,
     color: CropColor,
 ) -> opencv::Result<Mat> {
+    let (resized, _) = resized_box(frame, det, margin, out)?;
+    convert_color(pad_square(&resized, out.max(1) as i32)?, color)
+}
+
+/// The box region of `det` in `frame` (see [`box_region`]), resized to fit an `out` square
+/// as [`box_fit`] says; with the region (x0, y0, w, h) it was cut from.
+fn resized_box(
+    frame: &impl FrameMat,
+    det: &Detection,
+    margin: f32,
+    out: u32,
+) -> opencv::Result<(Mat, (i32, i32, i32, i32))> {
     let (x0, y0, x1, y1) = box_region(det, margin, frame.cols(), frame.rows());
     let (w, h) = (x1 - x0, y1 - y0);
     let roi = Mat::roi(frame, Rect::new(x0, y0, w, h))?;
-    let out = out.max(1) as i32;
-    let (nw, nh, interpolation) = box_fit(w, h, out);
+    let (nw, nh, interpolation) = box_fit(w, h, out.max(1) as i32);
     let mut resized = Mat::default();
     imgproc::resize(
         &roi,
@@ -170,7 +181,7 @@ pub fn extract_box_padded(
         0.0,
         interpolation,
     )?;
-    convert_color(pad_square(&resized, out)?, color)
+    Ok((resized, (x0, y0, w, h)))
 }
 
 /// [`extract_box_padded`] from a frame's planes: the luma region resized as an RGB frame's
@@ -186,20 +197,9 @@ pub fn extract_box_padded_from(
     if image.format == PixelFormat::Rgb {
         return extract_box_padded(&luma, det, margin, out, color);
     }
-    let (x0, y0, x1, y1) = box_region(det, margin, luma.cols(), luma.rows());
-    let (w, h) = (x1 - x0, y1 - y0);
-    let roi = Mat::roi(&luma, Rect::new(x0, y0, w, h))?;
+    let (resized, (x0, y0, w, h)) = resized_box(&luma, det, margin, out)?;
+    let (nw, nh) = (resized.cols(), resized.rows());
     let out = out.max(1) as i32;
-    let (nw, nh, interpolation) = box_fit(w, h, out);
-    let mut resized = Mat::default();
-    imgproc::resize(
-        &roi,
-        &mut resized,
-        Size::new(nw, nh),
-        0.0,
-        0.0,
-        interpolation,
-    )?;
     // cv::resize maps destination pixel d to source (d + 0.5) / k - 0.5 + x0.
     let (kx, ky) = (f64::from(nw) / f64::from(w), f64::from(nh) / f64::from(h));
     let m = [
