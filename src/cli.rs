@@ -109,6 +109,11 @@ struct BenchArgs {
     #[arg(long, default_value_t = FaceConfig::default().detect_motion,
           value_parser = unit_interval)]
     detect_motion: f32,
+    /// Threads of each video decoder (0: the decoder's choice, one per core; 1: the default,
+    /// cheapest per frame when the pipeline's stages or other streams use the other cores).
+    #[arg(long, default_value_t = affectstream::capture::CaptureOptions::default().decode_threads,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    decode_threads: u32,
 }
 
 fn non_negative_seconds(s: &str) -> Result<f64, String> {
@@ -181,6 +186,11 @@ struct RunArgs {
     #[arg(long, default_value_t = FaceConfig::default().detect_motion,
           value_parser = unit_interval)]
     detect_motion: f32,
+    /// Threads of each video decoder (0: the decoder's choice, one per core; 1: the default,
+    /// cheapest per frame when the pipeline's stages or other streams use the other cores).
+    #[arg(long, default_value_t = affectstream::capture::CaptureOptions::default().decode_threads,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    decode_threads: u32,
     /// Do not rotate face crops to level the eyes.
     #[arg(long)]
     no_align: bool,
@@ -294,6 +304,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (mut run, _) = args.pipeline.run_options(args.source.clone())?;
     run.face.detect_interval = args.detect_every;
     run.face.detect_motion = args.detect_motion;
+    run.capture.decode_threads = args.decode_threads;
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
@@ -336,6 +347,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.face.align = !args.no_align;
     opts.face.detect_interval = args.detect_every;
     opts.face.detect_motion = args.detect_motion;
+    opts.capture.decode_threads = args.decode_threads;
     opts.face.crop_margin = args.crop_margin;
     opts.audio.hop = Duration::from_secs_f64(args.voice_hop);
     opts.expression.reencode_change = args.reencode_change;

@@ -362,6 +362,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     run.progress = false;
     run.capture = CaptureOptions {
         paced: opts.paced,
+        decode_threads: run.capture.decode_threads,
         ..CaptureOptions::default()
     };
     // Load the models (once, shared by the streams) before any stream starts, so start-up is

@@ -396,38 +396,43 @@ impl YuNet {
         let (b_plane, rest) = input.split_at_mut(plane);
         let (g_plane, r_plane) = rest.split_at_mut(plane);
         let convert = frame.color.converter();
-        let mut put = |o: usize, px: [u8; 3]| {
-            r_plane[o] = f32::from(px[0]);
-            g_plane[o] = f32::from(px[1]);
-            b_plane[o] = f32::from(px[2]);
-        };
         for y in 0..rh {
-            let o = y * tw;
-            let row = y * rw;
+            let (o, row) = (y * tw, y * rw);
+            let out = Rows {
+                r: &mut r_plane[o..o + rw],
+                g: &mut g_plane[o..o + rw],
+                b: &mut b_plane[o..o + rw],
+            };
             match (frame.format, &frame.chroma) {
-                (PixelFormat::Rgb, _) => {
-                    for (x, px) in main[row * 3..(row + rw) * 3].chunks_exact(3).enumerate() {
-                        put(o + x, [px[0], px[1], px[2]]);
-                    }
-                }
-                (_, Chroma::None) => {
-                    for (x, &l) in main[row..row + rw].iter().enumerate() {
-                        put(o + x, [l, l, l]);
-                    }
-                }
+                (PixelFormat::Rgb, _) => out.fill(
+                    main[row * 3..(row + rw) * 3]
+                        .chunks_exact(3)
+                        .map(|px| [px[0], px[1], px[2]]),
+                ),
+                (_, Chroma::None) => out.fill(main[row..row + rw].iter().map(|&l| [l, l, l])),
                 (_, Chroma::Planar(..)) => {
-                    let (u, v) = (chroma_bytes[0], chroma_bytes[1]);
-                    for x in 0..rw {
-                        let i = row + x;
-                        put(o + x, convert.rgb(main[i], u[i], v[i]));
-                    }
+                    let (l, u, v) = (
+                        &main[row..row + rw],
+                        &chroma_bytes[0][row..row + rw],
+                        &chroma_bytes[1][row..row + rw],
+                    );
+                    out.fill(
+                        l.iter()
+                            .zip(u)
+                            .zip(v)
+                            .map(|((&l, &u), &v)| convert.rgb(l, u, v)),
+                    );
                 }
                 (_, Chroma::Interleaved(_)) => {
-                    let uv = chroma_bytes[0];
-                    for x in 0..rw {
-                        let i = row + x;
-                        put(o + x, convert.rgb(main[i], uv[2 * i], uv[2 * i + 1]));
-                    }
+                    let (l, uv) = (
+                        &main[row..row + rw],
+                        &chroma_bytes[0][2 * row..2 * (row + rw)],
+                    );
+                    out.fill(
+                        l.iter()
+                            .zip(uv.chunks_exact(2))
+                            .map(|(&l, uv)| convert.rgb(l, uv[0], uv[1])),
+                    );
                 }
             }
         }
@@ -500,6 +505,31 @@ impl Haar {
         dets.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
         dets.truncate(self.config.max_faces);
         Ok(dets)
+    }
+}
+
+/// One row of the detector's planar input, written from RGB pixels.
+struct Rows<'a> {
+    r: &'a mut [f32],
+    g: &'a mut [f32],
+    b: &'a mut [f32],
+}
+
+impl Rows<'_> {
+    /// Writes `pixels` (RGB, one per column) as floats 0..255.
+    #[inline]
+    fn fill(self, pixels: impl Iterator<Item = [u8; 3]>) {
+        for (((r, g), b), px) in self
+            .r
+            .iter_mut()
+            .zip(self.g.iter_mut())
+            .zip(self.b.iter_mut())
+            .zip(pixels)
+        {
+            *r = f32::from(px[0]);
+            *g = f32::from(px[1]);
+            *b = f32::from(px[2]);
+        }
     }
 }
 

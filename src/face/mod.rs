@@ -5,6 +5,7 @@
 pub mod crop;
 pub mod detection;
 pub mod detector;
+pub mod follow;
 pub mod schedule;
 pub mod tracker;
 
@@ -22,6 +23,7 @@ use crate::stage::{self, Emit, Position, StageError};
 use crop::{CropGeometry, crop_geometry};
 use detection::Detection;
 use detector::{DetectorConfig, FaceDetector, SharedDetector};
+use follow::{Followed, Follower};
 use schedule::{Reason, Schedule};
 use tracker::Tracker;
 
@@ -170,6 +172,7 @@ pub struct FaceStage {
     config: FaceConfig,
     last: Vec<Detection>,
     schedule: Schedule,
+    follower: Follower,
 }
 
 impl FaceStage {
@@ -181,6 +184,7 @@ impl FaceStage {
             config,
             last: Vec::new(),
             schedule: Schedule::new(config.detect_interval, config.detect_motion),
+            follower: Follower::default(),
         }
     }
 
@@ -196,12 +200,14 @@ impl FaceStage {
                 no_faces = c.no_faces,
                 unstable = c.unstable,
                 motion = c.motion,
+                lost = c.lost,
                 "face detector schedule"
             );
         }
         self.tracker = Tracker::new(self.config.track_iou, self.config.track_max_gap);
         self.last.clear();
         self.schedule.reset();
+        self.follower.clear();
     }
 
     /// How often the detector ran on the current stream, and why.
@@ -241,10 +247,17 @@ impl FaceStage {
             });
         }
         let boxes: Vec<_> = self.last.iter().map(|d| d.bbox).collect();
-        let detect = self.schedule.decide(&image, &boxes)? != Reason::Skipped;
+        let mut detect = self.schedule.decide(&image, &boxes)? != Reason::Skipped;
+        if !detect && self.follower.follow(&image, &mut self.last)? == Followed::Lost {
+            self.schedule.lost();
+            detect = true;
+        }
         let before = self.last.len();
         if detect {
             self.last = self.detector.detect(&image)?;
+            if self.config.detect_interval > 1 {
+                self.follower.anchor(&image, &self.last)?;
+            }
         } else {
             self.detector.idle();
         }

@@ -37,6 +37,8 @@ pub enum Reason {
     Unstable,
     /// Motion outside the tracked boxes.
     Motion,
+    /// A carried face no longer matched near its box (`face::follow`).
+    Lost,
 }
 
 /// The detection schedule's state for one stream.
@@ -69,12 +71,14 @@ pub struct Counts {
     pub unstable: u64,
     /// Runs because of motion outside the tracks.
     pub motion: u64,
+    /// Runs because a carried face was lost.
+    pub lost: u64,
 }
 
 impl Counts {
     /// Detector runs in all.
     pub fn runs(&self) -> u64 {
-        self.interval + self.no_faces + self.unstable + self.motion
+        self.interval + self.no_faces + self.unstable + self.motion + self.lost
     }
 }
 
@@ -133,8 +137,20 @@ impl Schedule {
             Reason::NoFaces => c.no_faces += 1,
             Reason::Unstable => c.unstable += 1,
             Reason::Motion => c.motion += 1,
+            Reason::Lost => c.lost += 1,
         }
         Ok(reason)
+    }
+
+    /// Turns the frame `decide` just skipped into a detection: a carried face was lost
+    /// (`face::follow` found it nowhere near its box).
+    pub fn lost(&mut self) -> Reason {
+        self.frames_since = 0;
+        if self.motion_share > 0.0 && self.max_interval > 1 {
+            std::mem::swap(&mut self.reference, &mut self.thumb);
+        }
+        self.counts.lost += 1;
+        Reason::Lost
     }
 
     /// Tells the schedule what the detection just run did to the tracks: stable when every

@@ -406,6 +406,7 @@ impl Supervisor {
                     Duration::ZERO
                 },
                 rtsp: settings.rtsp,
+                ..CaptureOptions::default()
             };
             let attempt_started = Instant::now();
             let ended = match Capture::start_into(&self.source, options, &self.targets) {
