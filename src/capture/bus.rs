@@ -12,17 +12,33 @@ use gstreamer::prelude::*;
 use super::mp4::iso_bmff_truncation;
 use super::{Capture, CaptureError};
 
-/// Ends a running capture from any thread: the appsinks refuse further buffers, the
-/// demuxer ends its streams, and the capture reports end of stream.
+/// Name of the application message [`StopHandle::stop`] posts on the capture's bus.
+const STOP_MESSAGE: &str = "affectstream-stop";
+/// How long a stopped capture waits for its end of stream before it ends anyway. The
+/// appsinks refuse buffers once stopped, and a queue that saw that refusal drops the end of
+/// stream that follows it, so it may never come (seen on a paced looping bench: a 20 s pass
+/// ran to the end of its 64 s file).
+pub const STOP_GRACE: Duration = Duration::from_millis(250);
+
+/// Ends a running capture from any thread: the appsinks refuse further buffers, and the
+/// capture reports end of stream once its end of stream arrives, or [`STOP_GRACE`] after the
+/// stop at the latest.
 #[derive(Clone)]
 pub struct StopHandle {
     pub(super) stopping: Arc<AtomicBool>,
+    bus: Option<gst::Bus>,
 }
 
 impl StopHandle {
     /// Asks the capture to end: what was delivered so far is processed, then end of stream.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        if let Some(bus) = &self.bus {
+            // Wakes the thread waiting on the bus; a bus already flushed refuses it.
+            let _ = bus.post(gst::message::Application::new(gst::Structure::new_empty(
+                STOP_MESSAGE,
+            )));
+        }
     }
 }
 
@@ -31,6 +47,7 @@ impl Capture {
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             stopping: self.stopping.clone(),
+            bus: self.pipeline.bus(),
         }
     }
 
@@ -65,14 +82,27 @@ impl Capture {
 
     /// Waits up to `timeout` (None: forever) for the source to end: Some(Ok) at end of
     /// stream, Some(Err) on a decode or connection error (secrets scrubbed), None when it is
-    /// still running. The pipeline keeps running either way; drop the capture to stop it.
+    /// still running. Once stopped it waits for the end of stream up to [`STOP_GRACE`] (past
+    /// `timeout` if need be) and then reports Some(Ok) without it. The pipeline keeps running
+    /// either way; drop the capture to stop it.
     pub fn poll(&self, timeout: Option<Duration>) -> Option<Result<(), CaptureError>> {
         use gst::MessageType;
         let Some(bus) = self.pipeline.bus() else {
             return Some(Err(CaptureError::Setup("pipeline has no bus".into())));
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut deadline = timeout.map(|t| Instant::now() + t);
+        let mut stop_by: Option<Instant> = None;
         loop {
+            let stopped = self.stopping.load(Ordering::SeqCst);
+            if stopped && stop_by.is_none() {
+                let by = Instant::now() + STOP_GRACE;
+                stop_by = Some(by);
+                deadline = Some(deadline.map_or(by, |d| d.min(by)));
+            }
+            if stop_by.is_some_and(|by| Instant::now() >= by) {
+                tracing::debug!(source = %self.source.name, "stopped without an end of stream");
+                return Some(Ok(()));
+            }
             let wait = match deadline {
                 None => gst::ClockTime::NONE,
                 Some(d) => Some(gst::ClockTime::from_nseconds(
@@ -81,8 +111,19 @@ impl Capture {
             };
             let msg = bus.timed_pop_filtered(
                 wait,
-                &[MessageType::Eos, MessageType::Error, MessageType::Warning],
-            )?;
+                &[
+                    MessageType::Eos,
+                    MessageType::Error,
+                    MessageType::Warning,
+                    MessageType::Application,
+                ],
+            );
+            let Some(msg) = msg else {
+                if stop_by.is_some() || self.stopping.load(Ordering::SeqCst) {
+                    continue;
+                }
+                return None;
+            };
             use gst::MessageView;
             match msg.view() {
                 MessageView::Eos(..) => return Some(Ok(())),
@@ -115,7 +156,7 @@ impl Capture {
                 }
                 _ => {}
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if stop_by.is_none() && deadline.is_some_and(|d| Instant::now() >= d) {
                 return None;
             }
         }
@@ -192,9 +233,22 @@ mod tests {
         ));
         let running = capture("videotestsrc is-live=true ! fakesink", "rtsp://h/b");
         assert!(running.poll(Some(Duration::from_millis(100))).is_none());
-        // Stopped by its handle: the flag the appsinks read.
-        running.stop_handle().stop();
+        // Stopped by its handle: the flag the appsinks read, and the capture ends without
+        // waiting for an end of stream that a live source never sends.
+        let stop = running.stop_handle();
+        let stopper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            stop.stop();
+        });
+        let started = Instant::now();
+        assert!(matches!(running.poll(None), Some(Ok(()))));
         assert!(running.stopping.load(Ordering::SeqCst));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        stopper.join().unwrap();
     }
 
     #[test]
