@@ -109,6 +109,61 @@ impl YuvToRgb {
             q(l + self.b_u * u),
         ]
     }
+
+    /// [`YuvToRgb::rgb`] as floats, for one row of planes at once: the same levels (rounded
+    /// and clamped alike), written without going through bytes so the loop vectorises (the
+    /// detector's input is floats). All six slices must have the same length.
+    pub fn rgb_row_f32(&self, y: &[u8], u: &[u8], v: &[u8], out: [&mut [f32]; 3]) {
+        let [r, g, b] = out;
+        let n = y
+            .len()
+            .min(u.len())
+            .min(v.len())
+            .min(r.len())
+            .min(g.len())
+            .min(b.len());
+        let (y, u, v) = (&y[..n], &u[..n], &v[..n]);
+        let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);
+        let q = |x: f32| floor_small((x + 0.5).clamp(0.0, 255.0));
+        for i in 0..n {
+            let l = (f32::from(y[i]) - self.y_offset) * self.y_scale;
+            let (cu, cv) = (f32::from(u[i]) - 128.0, f32::from(v[i]) - 128.0);
+            r[i] = q(l + self.r_v * cv);
+            g[i] = q(l + self.g_u * cu + self.g_v * cv);
+            b[i] = q(l + self.b_u * cu);
+        }
+    }
+
+    /// [`YuvToRgb::rgb`] for one row of planes at once, into packed RGB bytes (`out` three
+    /// bytes a pixel): the same levels, computed so the loop vectorises.
+    pub fn rgb_row_u8(&self, y: &[u8], u: &[u8], v: &[u8], out: &mut [u8]) {
+        let n = y.len().min(u.len()).min(v.len()).min(out.len() / 3);
+        let (y, u, v) = (&y[..n], &u[..n], &v[..n]);
+        // The integer's bits of the float `k + 2^23` are `k` for 0 <= k < 2^23.
+        let q = |x: f32| {
+            let k = floor_small((x + 0.5).clamp(0.0, 255.0));
+            ((k + TWO_POW_23).to_bits() & 0xff) as u8
+        };
+        for (i, px) in out[..3 * n].chunks_exact_mut(3).enumerate() {
+            let l = (f32::from(y[i]) - self.y_offset) * self.y_scale;
+            let (cu, cv) = (f32::from(u[i]) - 128.0, f32::from(v[i]) - 128.0);
+            px[0] = q(l + self.r_v * cv);
+            px[1] = q(l + self.g_u * cu + self.g_v * cv);
+            px[2] = q(l + self.b_u * cu);
+        }
+    }
+}
+
+/// 2^23: from there on every f32 is a whole number.
+const TWO_POW_23: f32 = 8_388_608.0;
+
+/// `x.floor()` for `x` in [0, 2^23), with float additions only (so it vectorises without
+/// SSE4.1): adding and taking away 2^23 rounds to the nearest integer, one too high is taken
+/// back. Equals the `as u8` truncation of [`YuvToRgb::rgb`] on its clamped values.
+#[inline]
+fn floor_small(x: f32) -> f32 {
+    let r = (x + TWO_POW_23) - TWO_POW_23;
+    if r > x { r - 1.0 } else { r }
 }
 
 #[cfg(test)]
@@ -132,6 +187,37 @@ mod tests {
         // BT.709 green: Y 173, Cb 42, Cr 26.
         let [r, g, b] = bt709.rgb(173, 42, 26);
         assert!(r <= 2 && g >= 253 && b <= 2, "{r} {g} {b}");
+    }
+
+    #[test]
+    fn the_row_conversions_give_the_same_levels_as_the_pixel_one() {
+        for color in [
+            YuvColor::default(),
+            YuvColor {
+                full_range: true,
+                kr: 0.2126,
+                kb: 0.0722,
+                ..YuvColor::default()
+            },
+        ] {
+            let c = color.converter();
+            let values: Vec<u8> = (0..=255).step_by(3).chain([255]).collect();
+            for &y in &values {
+                let n = values.len() * values.len();
+                let ys = vec![y; n];
+                let us: Vec<u8> = values.iter().flat_map(|&u| vec![u; values.len()]).collect();
+                let vs: Vec<u8> = values.iter().cycle().take(n).copied().collect();
+                let (mut r, mut g, mut b) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+                c.rgb_row_f32(&ys, &us, &vs, [&mut r, &mut g, &mut b]);
+                let mut packed = vec![0u8; 3 * n];
+                c.rgb_row_u8(&ys, &us, &vs, &mut packed);
+                for i in 0..n {
+                    let [er, eg, eb] = c.rgb(ys[i], us[i], vs[i]);
+                    assert_eq!([r[i], g[i], b[i]], [er, eg, eb].map(f32::from));
+                    assert_eq!(packed[3 * i..3 * i + 3], [er, eg, eb]);
+                }
+            }
+        }
     }
 
     #[test]

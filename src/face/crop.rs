@@ -456,10 +456,7 @@ fn planes_to_rgb(image: &FrameImage<'_>, y: &Mat, m: [[f64; 3]; 2]) -> opencv::R
         Chroma::Planar(u, v) => {
             let u = warp_plane(&plane_mat(&u)?, chroma_map, size)?;
             let v = warp_plane(&plane_mat(&v)?, chroma_map, size)?;
-            let (u, v) = (u.data_bytes()?, v.data_bytes()?);
-            for (i, px) in out.chunks_exact_mut(3).enumerate() {
-                px.copy_from_slice(&convert.rgb(luma[i], u[i], v[i]));
-            }
+            convert.rgb_row_u8(luma, u.data_bytes()?, v.data_bytes()?, out);
         }
         Chroma::Interleaved(uv) => {
             let uv = warp_plane(&plane_mat(&uv)?, chroma_map, size)?;

@@ -411,16 +411,11 @@ impl YuNet {
                 ),
                 (_, Chroma::None) => out.fill(main[row..row + rw].iter().map(|&l| [l, l, l])),
                 (_, Chroma::Planar(..)) => {
-                    let (l, u, v) = (
+                    convert.rgb_row_f32(
                         &main[row..row + rw],
                         &chroma_bytes[0][row..row + rw],
                         &chroma_bytes[1][row..row + rw],
-                    );
-                    out.fill(
-                        l.iter()
-                            .zip(u)
-                            .zip(v)
-                            .map(|((&l, &u), &v)| convert.rgb(l, u, v)),
+                        [out.r, out.g, out.b],
                     );
                 }
                 (_, Chroma::Interleaved(_)) => {

@@ -6,7 +6,7 @@
 //! faces found in an empty scene count as stable, so with an interval of 2 the detector runs on
 //! the same frames as a plain every-2nd-frame schedule unless something changes.
 
-use opencv::core::{CV_8UC1, Mat, Scalar, Size};
+use opencv::core::{Mat, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
 
@@ -172,7 +172,7 @@ impl Schedule {
             imgproc::resize(&main, &mut self.gray, size, 0.0, 0.0, imgproc::INTER_AREA)?;
             imgproc::cvt_color(&self.gray, &mut self.thumb, imgproc::COLOR_RGB2GRAY, 0)?;
         } else {
-            luma_thumbnail(&frame.main, size, &mut self.thumb)?;
+            luma_thumbnail(&frame.main, size, &mut self.gray, &mut self.thumb)?;
         }
         Ok(())
     }
@@ -223,42 +223,33 @@ impl Schedule {
     }
 }
 
-/// Rows of each thumbnail block read by [`luma_thumbnail`], at most: a block's mean over this
-/// many evenly spread rows is as good a motion signal as over all of them, and reading every
-/// row of a 720p frame on every frame cost about 5 % of the pipeline's CPU.
-pub const THUMB_ROWS_PER_BLOCK: usize = 4;
+/// Rows, and columns, of each thumbnail block read by [`luma_thumbnail`], at most: a block's
+/// mean over 4 x 4 evenly spread samples is as good a motion signal as over all its pixels, and
+/// reading every pixel of the frame on every frame cost about 5 % of the pipeline's CPU on
+/// 720p.
+pub const THUMB_SAMPLES_PER_SIDE: i32 = 4;
 
-/// A one-channel `plane` shrunk to `size` into `out`: each pixel the mean of its block, over
-/// every column of the block and up to [`THUMB_ROWS_PER_BLOCK`] of its rows.
-fn luma_thumbnail(plane: &Plane<'_>, size: Size, out: &mut Mat) -> opencv::Result<()> {
-    let (w, h) = (plane.width as usize, plane.height as usize);
-    let (tw, th) = (size.width.max(1) as usize, size.height.max(1) as usize);
-    if out.rows() != th as i32 || out.cols() != tw as i32 || out.typ() != CV_8UC1 {
-        *out = Mat::new_rows_cols_with_default(th as i32, tw as i32, CV_8UC1, Scalar::all(0.0))?;
+/// A one-channel `plane` shrunk to `size` into `out`: each pixel the mean of its block over up
+/// to [`THUMB_SAMPLES_PER_SIDE`] evenly spread rows and as many columns (nearest-neighbour
+/// decimation to that many samples per block, then area averaging; small frames are averaged
+/// whole).
+fn luma_thumbnail(
+    plane: &Plane<'_>,
+    size: Size,
+    samples: &mut Mat,
+    out: &mut Mat,
+) -> opencv::Result<()> {
+    let main = plane_mat(plane)?;
+    let grid = Size::new(
+        size.width * THUMB_SAMPLES_PER_SIDE,
+        size.height * THUMB_SAMPLES_PER_SIDE,
+    );
+    if main.cols() > grid.width && main.rows() > grid.height {
+        imgproc::resize(&main, samples, grid, 0.0, 0.0, imgproc::INTER_NEAREST)?;
+        imgproc::resize(samples, out, size, 0.0, 0.0, imgproc::INTER_AREA)
+    } else {
+        imgproc::resize(&main, out, size, 0.0, 0.0, imgproc::INTER_AREA)
     }
-    let bytes = out.data_bytes_mut()?;
-    let cols: Vec<(usize, usize)> = (0..tw)
-        .map(|x| (x * w / tw, ((x + 1) * w / tw).max(x * w / tw + 1).min(w)))
-        .collect();
-    let mut sums = vec![0u32; tw];
-    for (ty, row_out) in bytes.chunks_exact_mut(tw).enumerate() {
-        let (y0, y1) = (ty * h / th, ((ty + 1) * h / th).max(ty * h / th + 1).min(h));
-        let step = (y1 - y0).div_ceil(THUMB_ROWS_PER_BLOCK).max(1);
-        sums.fill(0);
-        let mut rows = 0u32;
-        for y in (y0..y1).step_by(step) {
-            let line = &plane.data[y * w..(y + 1) * w];
-            for (sum, &(x0, x1)) in sums.iter_mut().zip(&cols) {
-                *sum += line[x0..x1].iter().map(|&v| u32::from(v)).sum::<u32>();
-            }
-            rows += 1;
-        }
-        for ((px, sum), &(x0, x1)) in row_out.iter_mut().zip(&sums).zip(&cols) {
-            let n = rows * (x1 - x0) as u32;
-            *px = ((sum + n / 2) / n.max(1)) as u8;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -358,8 +349,8 @@ mod tests {
     }
 
     #[test]
-    fn the_luma_thumbnail_is_the_block_means_of_sampled_rows() {
-        // 200x100, value = column / 2 + (row / 10) % 2 * 40: vertical stripes of rows.
+    fn the_luma_thumbnail_is_the_block_means_of_sampled_pixels() {
+        // 200x100, value = column / 2 + (row / 10) % 2 * 40: bands of 10 rows.
         let (w, h) = (200usize, 100usize);
         let data: Vec<u8> = (0..w * h)
             .map(|i| ((i % w) / 2 + (i / w / 10) % 2 * 40) as u8)
@@ -370,15 +361,17 @@ mod tests {
             height: h as u32,
             channels: 1,
         };
-        let mut thumb = Mat::default();
-        luma_thumbnail(&plane, Size::new(20, 10), &mut thumb).unwrap();
+        let (mut samples, mut thumb) = (Mat::default(), Mat::default());
+        luma_thumbnail(&plane, Size::new(20, 10), &mut samples, &mut thumb).unwrap();
         assert_eq!((thumb.cols(), thumb.rows()), (20, 10));
+        // 4 x 4 samples per 10 x 10 block were read.
+        assert_eq!((samples.cols(), samples.rows()), (80, 40));
         let px = thumb.data_bytes().unwrap();
-        // Block (0, 0): columns 0..10 (values 0..4, mean 2.25 -> 2), rows 0..10 (+0).
-        assert_eq!(px[0], 2);
-        // Block row 1 (rows 10..20, +40), last column (columns 190..200: 95..99, mean 97.25).
-        assert_eq!(px[20 + 19], 137);
-        // Against OpenCV's area resize of a smooth frame: within a level.
+        // Block (1, 0): rows 0..10 (+0), columns 10..20 (values 5..9, mean about 7).
+        assert!(px[1].abs_diff(7) <= 1, "{}", px[1]);
+        // Block row 1 (rows 10..20, +40).
+        assert!(px[20 + 1].abs_diff(47) <= 1, "{}", px[21]);
+        // Against OpenCV's area resize over every pixel: within a level.
         let mut area = Mat::default();
         imgproc::resize(
             &plane_mat(&plane).unwrap(),
@@ -392,5 +385,19 @@ mod tests {
         for (a, b) in px.iter().zip(area.data_bytes().unwrap()) {
             assert!(a.abs_diff(*b) <= 1, "{a} vs {b}");
         }
+        // A frame with at most 4 x 4 pixels a block is averaged whole.
+        let mut small = Mat::default();
+        luma_thumbnail(&plane, Size::new(50, 25), &mut samples, &mut small).unwrap();
+        let mut area = Mat::default();
+        imgproc::resize(
+            &plane_mat(&plane).unwrap(),
+            &mut area,
+            Size::new(50, 25),
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )
+        .unwrap();
+        assert_eq!(small.data_bytes().unwrap(), area.data_bytes().unwrap());
     }
 }
