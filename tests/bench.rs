@@ -80,6 +80,45 @@ fn paced_bench_loops_the_source_for_the_duration() {
         .and_then(|n| n.parse().ok())
         .expect("frame count");
     assert!(frames > 100, "{frames} frames in 6 s");
+    // The last pass is cut at the deadline, not run to its end.
+    let wall = wall_seconds(&o.stdout);
+    assert!(wall < 9.0, "6 s run took {wall} s of wall time");
+}
+
+/// The `wall` figure of the `process:` line, in seconds.
+fn wall_seconds(stdout: &str) -> f64 {
+    stdout
+        .split("wall ")
+        .last()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wall time in {stdout}"))
+}
+
+#[test]
+fn paced_streams_of_a_long_file_stop_at_the_duration() {
+    // A stopped capture used to wait for an end of stream that a queue had dropped: one of
+    // eight paced streams of this 64 s file ran to its end (59 s) in a 20 s bench.
+    let src = testdata().join("av/streams/obama_dnc2020_cspan_64s_720p.mp4");
+    let o = run_binary(
+        &[
+            "bench",
+            "--source",
+            src.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--paced",
+            "--streams",
+            "3",
+            "--duration",
+            "3",
+        ],
+        Duration::from_secs(120),
+    );
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    let wall = wall_seconds(&o.stdout);
+    assert!(wall < 10.0, "3 s run took {wall} s of wall time");
+    assert_eq!(o.stdout.matches("frames in ").count(), 3, "{}", o.stdout);
 }
 
 #[test]

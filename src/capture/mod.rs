@@ -307,3 +307,21 @@ impl Drop for Capture {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libav_video_decoders_get_the_thread_limit_and_other_elements_are_left_alone() {
+        init().unwrap();
+        let decoder = gst::ElementFactory::make("avdec_h264").build().unwrap();
+        limit_decoder_threads(&decoder, 1);
+        assert_eq!(decoder.property::<i32>("max-threads"), 1);
+        limit_decoder_threads(&decoder, 0);
+        assert_eq!(decoder.property::<i32>("max-threads"), 0);
+        let other = gst::ElementFactory::make("identity").build().unwrap();
+        limit_decoder_threads(&other, 1);
+        assert_eq!(CaptureOptions::default().decode_threads, 1);
+    }
+}
