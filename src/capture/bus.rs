@@ -95,9 +95,10 @@ impl Capture {
         loop {
             let stopped = self.stopping.load(Ordering::SeqCst);
             if stopped && stop_by.is_none() {
+                // From now on the grace is the deadline, past `timeout` if need be.
                 let by = Instant::now() + STOP_GRACE;
                 stop_by = Some(by);
-                deadline = Some(deadline.map_or(by, |d| d.min(by)));
+                deadline = Some(by);
             }
             if stop_by.is_some_and(|by| Instant::now() >= by) {
                 tracing::debug!(source = %self.source.name, "stopped without an end of stream");

@@ -7,8 +7,10 @@
 //! pixel. A face whose best match is weak (turned away, covered, left) is reported as lost,
 //! so the stage detects at once instead of carrying a box that no longer holds the face.
 //!
-//! Measured against the frame's own detection is the shift since the detection frame, not
-//! since the previous frame, so errors do not add up over the carried frames.
+//! The shift is measured from the detection frame, not from the previous frame, so errors do
+//! not add up over the carried frames. Shifts under a template pixel, and any shift on the
+//! first carried frame, are not applied: there the match mostly measures its own noise and
+//! the detector's jitter (see [`DEAD_ZONE`], [`FOLLOW_AFTER`]).
 
 use opencv::core::{Mat, Point, Rect, Size};
 use opencv::imgproc;

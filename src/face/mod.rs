@@ -71,9 +71,10 @@ pub struct FaceConfig {
     /// How long a lost track is kept.
     pub track_max_gap: Duration,
     /// Run the detector at least every n-th frame (1 = every frame); frames between reuse the
-    /// last detections through the tracker. A frame with no face tracked, the frame after a
-    /// detection that lost or started a track, and a frame with motion outside the tracked
-    /// boxes are always searched (see `face::schedule`).
+    /// last detections, moved with the face (`face::follow`), through the tracker. A frame with
+    /// no face tracked, the frame after a detection that lost or started a track, a frame where
+    /// a carried face was lost, and a frame with motion outside the tracked boxes are always
+    /// searched (see `face::schedule`).
     pub detect_interval: u32,
     /// Share of the picture outside the tracked boxes (on a 64-pixel luma thumbnail) that must
     /// have changed since the last detection to detect at once; 0 turns the check off.
