@@ -55,21 +55,10 @@ fn offline_bench_reports_percentiles_and_draws_a_plot() {
 
 #[test]
 fn paced_bench_loops_the_source_for_the_duration() {
-    let src = testdata().join("av/constructed_pairs/congruent_M030_face-happy_voice-happy.mp4");
-    let o = run_binary(
-        &[
-            "bench",
-            "--source",
-            src.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--paced",
-            "--duration",
-            "6",
-        ],
-        Duration::from_secs(120),
+    let o = paced_bench(
+        "av/constructed_pairs/congruent_M030_face-happy_voice-happy.mp4",
+        &["--duration", "6"],
     );
-    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
     assert!(o.stdout.contains("lag behind schedule"), "{}", o.stdout);
     // A 3.9 s clip at 25 fps, run for 6 s: more frames than one pass has.
     let frames: u64 = o
@@ -83,6 +72,23 @@ fn paced_bench_loops_the_source_for_the_duration() {
     // The last pass is cut at the deadline, not run to its end.
     let wall = wall_seconds(&o.stdout);
     assert!(wall < 9.0, "6 s run took {wall} s of wall time");
+}
+
+/// `bench --paced` on the testdata file `clip` with `extra` arguments; checks it succeeded.
+fn paced_bench(clip: &str, extra: &[&str]) -> common::Output {
+    let src = testdata().join(clip);
+    let mut args = vec![
+        "bench",
+        "--source",
+        src.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--paced",
+    ];
+    args.extend_from_slice(extra);
+    let o = run_binary(&args, Duration::from_secs(120));
+    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
+    o
 }
 
 /// The `wall` figure of the `process:` line, in seconds.
@@ -99,23 +105,10 @@ fn wall_seconds(stdout: &str) -> f64 {
 fn paced_streams_of_a_long_file_stop_at_the_duration() {
     // A stopped capture used to wait for an end of stream that a queue had dropped: one of
     // eight paced streams of this 64 s file ran to its end (59 s) in a 20 s bench.
-    let src = testdata().join("av/streams/obama_dnc2020_cspan_64s_720p.mp4");
-    let o = run_binary(
-        &[
-            "bench",
-            "--source",
-            src.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--paced",
-            "--streams",
-            "3",
-            "--duration",
-            "3",
-        ],
-        Duration::from_secs(120),
+    let o = paced_bench(
+        "av/streams/obama_dnc2020_cspan_64s_720p.mp4",
+        &["--streams", "3", "--duration", "3"],
     );
-    assert_eq!(o.code, Some(0), "stderr: {}", o.stderr);
     let wall = wall_seconds(&o.stdout);
     assert!(wall < 10.0, "3 s run took {wall} s of wall time");
     assert_eq!(o.stdout.matches("frames in ").count(), 3, "{}", o.stdout);

@@ -372,32 +372,21 @@ mod tests {
         // Block row 1 (rows 10..20, +40).
         assert!(px[20 + 1].abs_diff(47) <= 1, "{}", px[21]);
         // Against OpenCV's area resize over every pixel: within a level.
-        let mut area = Mat::default();
-        imgproc::resize(
-            &plane_mat(&plane).unwrap(),
-            &mut area,
-            Size::new(20, 10),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )
-        .unwrap();
-        for (a, b) in px.iter().zip(area.data_bytes().unwrap()) {
+        let area = |size: Size| {
+            let mut out = Mat::default();
+            let src = plane_mat(&plane).unwrap();
+            imgproc::resize(&src, &mut out, size, 0.0, 0.0, imgproc::INTER_AREA).unwrap();
+            out
+        };
+        for (a, b) in px.iter().zip(area(Size::new(20, 10)).data_bytes().unwrap()) {
             assert!(a.abs_diff(*b) <= 1, "{a} vs {b}");
         }
         // A frame with at most 4 x 4 pixels a block is averaged whole.
         let mut small = Mat::default();
         luma_thumbnail(&plane, Size::new(50, 25), &mut samples, &mut small).unwrap();
-        let mut area = Mat::default();
-        imgproc::resize(
-            &plane_mat(&plane).unwrap(),
-            &mut area,
-            Size::new(50, 25),
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )
-        .unwrap();
-        assert_eq!(small.data_bytes().unwrap(), area.data_bytes().unwrap());
+        assert_eq!(
+            small.data_bytes().unwrap(),
+            area(Size::new(50, 25)).data_bytes().unwrap()
+        );
     }
 }
