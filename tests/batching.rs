@@ -31,6 +31,7 @@ fn a_generated_model_behind_the_batcher_answers_every_stream_in_order() {
         queue: 16,
         answer_timeout: Duration::from_secs(30),
         warm: true,
+        inline: false,
     };
     let batcher = SessionBackend::new(session, "input")
         .start("pooled", policy, &[vec![8, 8, 1]])

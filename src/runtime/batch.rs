@@ -16,8 +16,8 @@
 //! for the requester, never a hang.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,12 @@ pub struct BatchPolicy {
     /// the CPU: there the first call of a shape costs little, and a warmed batch of 16 would
     /// keep its memory (the arena) for nothing.
     pub warm: bool,
+    /// Run each request on the caller's thread, the model behind a lock, instead of on a
+    /// worker thread (no cross-stream batches then): the CPU path. There a batch saves only
+    /// per-call overhead, while the two thread hand-offs of every call lengthen the face and
+    /// encode stages' cycle (8-12 % of offline throughput on a 256x256 clip) and add wake-up
+    /// latency.
+    pub inline: bool,
 }
 
 /// The deadline of the GPU path: one frame at 30 fps, the fastest cameras this is for
@@ -69,9 +75,10 @@ pub struct BatchPolicy {
 pub const GPU_DEADLINE: Duration = Duration::from_micros(33_333);
 
 impl BatchPolicy {
-    /// Face encoders (small fixed crops): sizes 1, 2, 4, 8, 16 on every provider. On the CPU no
-    /// waiting (a batch is what queued while the worker was busy: batching saves only per-call
-    /// overhead there, waiting would cost latency); on CUDA the nvstreammux deadline.
+    /// Face encoders (small fixed crops): sizes 1, 2, 4, 8, 16 on every provider. On the CPU
+    /// each request runs on its caller's thread ([`BatchPolicy::inline`]: batching saves only
+    /// per-call overhead there, and a worker's hand-offs cost more); on CUDA a worker with the
+    /// nvstreammux deadline.
     pub fn encoder(provider: Provider) -> Self {
         Self {
             sizes: vec![1, 2, 4, 8, 16],
@@ -82,13 +89,14 @@ impl BatchPolicy {
             queue: 64,
             answer_timeout: Duration::from_secs(10),
             warm: provider == Provider::Cuda,
+            inline: provider == Provider::Cpu,
         }
     }
 
     /// The face detector (whole frames, batched only when they share the input size). On the
-    /// CPU one frame per inference: a batch costs the sum of its frames there, every frame in
-    /// it waits for the whole batch, and padding would cost whole frames. On CUDA sizes 1, 2,
-    /// 4, 8 with the nvstreammux deadline.
+    /// CPU one frame per inference, on the caller's thread: a batch costs the sum of its
+    /// frames there, every frame in it waits for the whole batch, and padding would cost whole
+    /// frames. On CUDA sizes 1, 2, 4, 8 with the nvstreammux deadline.
     pub fn detector(provider: Provider) -> Self {
         match provider {
             Provider::Cpu => Self {
@@ -97,6 +105,7 @@ impl BatchPolicy {
                 queue: 64,
                 answer_timeout: Duration::from_secs(10),
                 warm: false,
+                inline: true,
             },
             Provider::Cuda => Self {
                 sizes: vec![1, 2, 4, 8],
@@ -104,6 +113,7 @@ impl BatchPolicy {
                 queue: 64,
                 answer_timeout: Duration::from_secs(10),
                 warm: true,
+                inline: false,
             },
         }
     }
@@ -157,6 +167,8 @@ struct Inner<B: Backend> {
     name: String,
     policy: BatchPolicy,
     tx: Sender<Message<B>>,
+    /// The model itself when requests run on their callers' threads ([`BatchPolicy::inline`]).
+    inline: Option<Mutex<Core<B>>>,
     clients: Arc<AtomicUsize>,
     next_id: AtomicU64,
     stats: Arc<Stats>,
@@ -220,28 +232,37 @@ impl<B: Backend> Batcher<B> {
         let clients = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Stats::default());
         let alive = Arc::new(AtomicBool::new(true));
-        let worker = Worker {
-            _alive: Alive(alive.clone()),
+        let core = Core {
             backend,
-            rx,
             policy: policy.clone(),
-            clients: clients.clone(),
             stats: stats.clone(),
             warmed: warm.to_vec(),
             name: name.to_owned(),
         };
-        thread::Builder::new()
-            .name(format!("affectstream-batch-{name}"))
-            .spawn(move || worker.run())
-            .map_err(|e| BatchError::Spawn {
-                model: name.to_owned(),
-                message: e.to_string(),
-            })?;
+        let inline = if policy.inline {
+            Some(Mutex::new(core))
+        } else {
+            let worker = Worker {
+                _alive: Alive(alive.clone()),
+                core,
+                rx,
+                clients: clients.clone(),
+            };
+            thread::Builder::new()
+                .name(format!("affectstream-batch-{name}"))
+                .spawn(move || worker.run())
+                .map_err(|e| BatchError::Spawn {
+                    model: name.to_owned(),
+                    message: e.to_string(),
+                })?;
+            None
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
                 policy,
                 tx,
+                inline,
                 clients,
                 next_id: AtomicU64::new(1),
                 stats,
@@ -356,6 +377,22 @@ impl<B: Backend> BatchClient<B> {
             });
         }
         let (reply, rx) = crossbeam_channel::bounded(1);
+        if let Some(core) = &self.inner.inline {
+            // A caller that panicked inside the model left nothing half-done that matters:
+            // the next call runs afresh.
+            let mut core = core.lock().unwrap_or_else(PoisonError::into_inner);
+            core.round(vec![Request {
+                items,
+                reply,
+                at: Instant::now(),
+            }]);
+            return Ok(Pending {
+                state: PendingState::Waiting(rx),
+                model,
+                limit,
+                alive,
+            });
+        }
         self.inner
             .tx
             .send(Message::Request {
@@ -383,7 +420,7 @@ impl<B: Backend> BatchClient<B> {
     /// Says this client has nothing to run this time, so a round need not wait for it.
     /// Never blocks (with a full queue the worker is busy anyway).
     pub fn skip(&self) {
-        if self.inner.clients.load(Ordering::Relaxed) > 1 {
+        if self.inner.inline.is_none() && self.inner.clients.load(Ordering::Relaxed) > 1 {
             let _ = self.inner.tx.try_send(Message::Skip { client: self.id });
         }
     }
@@ -423,16 +460,22 @@ impl Drop for Alive {
     }
 }
 
-struct Worker<B: Backend> {
-    /// Held for its drop only.
-    _alive: Alive,
+/// The model and what running it needs: owned by the worker thread, or behind the lock of an
+/// inline batcher.
+struct Core<B: Backend> {
     backend: B,
-    rx: Receiver<Message<B>>,
     policy: BatchPolicy,
-    clients: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     warmed: Vec<B::Key>,
     name: String,
+}
+
+struct Worker<B: Backend> {
+    /// Held for its drop only.
+    _alive: Alive,
+    core: Core<B>,
+    rx: Receiver<Message<B>>,
+    clients: Arc<AtomicUsize>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -443,7 +486,7 @@ impl<B: Backend> Worker<B> {
         let mut open = true;
         while open || !pending.is_empty() {
             let first = if let Some(oldest) = pending.first() {
-                match self.rx.recv_deadline(oldest.at + self.policy.deadline) {
+                match self.rx.recv_deadline(oldest.at + self.core.policy.deadline) {
                     Ok(m) => Some(m),
                     Err(RecvTimeoutError::Timeout) => None,
                     Err(RecvTimeoutError::Disconnected) => {
@@ -494,15 +537,17 @@ impl<B: Backend> Worker<B> {
             let items: usize = pending.iter().map(|r| r.items.len()).sum();
             let ready = !open
                 || heard.len() >= self.clients.load(Ordering::SeqCst)
-                || Instant::now() >= oldest.at + self.policy.deadline
-                || items >= self.policy.max_batch();
+                || Instant::now() >= oldest.at + self.core.policy.deadline
+                || items >= self.core.policy.max_batch();
             if ready {
-                self.round(std::mem::take(&mut pending));
+                self.core.round(std::mem::take(&mut pending));
                 heard.clear();
             }
         }
     }
+}
 
+impl<B: Backend> Core<B> {
     /// Runs every item of `requests` (grouped by key, in batches of at most the largest
     /// size, each padded) and answers each request.
     fn round(&mut self, requests: Vec<Request<B>>) {
@@ -640,6 +685,7 @@ mod tests {
             queue: 16,
             answer_timeout: Duration::from_secs(20),
             warm: true,
+            inline: false,
         }
     }
 
@@ -654,6 +700,61 @@ mod tests {
             Batcher::start("test", backend, policy(deadline_ms), &[]).unwrap(),
             seen,
         )
+    }
+
+    #[test]
+    fn an_inline_batcher_runs_each_request_on_its_callers_thread() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let backend = Times10 {
+            seen: seen.clone(),
+            fail_on: Some(7),
+            pause: Duration::ZERO,
+        };
+        let policy = BatchPolicy {
+            inline: true,
+            ..policy(10_000)
+        };
+        let batcher = Batcher::start("inline", backend, policy, &[]).unwrap();
+        let clients: Vec<_> = (0..2).map(|_| batcher.client()).collect();
+        // Each request is its own inference, padded, answered before `submit` returns (no
+        // waiting for the other client, whatever the deadline).
+        assert_eq!(
+            clients[0].run(vec![(0, 1), (0, 2), (0, 3)]).unwrap(),
+            [10, 20, 30]
+        );
+        assert_eq!(clients[1].run(vec![(1, 4)]).unwrap(), [40]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![(3, 4, vec![0; 3]), (1, 1, vec![1])]
+        );
+        // A failing inference is that request's error; the next one runs.
+        assert!(matches!(
+            clients[0].run(vec![(0, 7)]),
+            Err(BatchError::Failed { .. })
+        ));
+        assert_eq!(clients[1].run(vec![(0, 5)]).unwrap(), [50]);
+        clients[0].skip();
+        assert!(clients[1].run(Vec::new()).unwrap().is_empty());
+        // From several threads at once: each gets its own outputs.
+        let handles: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(c, client)| {
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|i| client.run(vec![(0, 100 * (c as i64 + 1) + i)]).unwrap()[0])
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for (c, h) in handles.into_iter().enumerate() {
+            let expected: Vec<i64> = (0..20).map(|i| (100 * (c as i64 + 1) + i) * 10).collect();
+            assert_eq!(h.join().unwrap(), expected);
+        }
+        assert_eq!(batcher.stats().inferences.load(Ordering::Relaxed), 44);
+        assert!(BatchPolicy::encoder(Provider::Cpu).inline);
+        assert!(BatchPolicy::detector(Provider::Cpu).inline);
+        assert!(!BatchPolicy::encoder(Provider::Cuda).inline);
     }
 
     #[test]
