@@ -112,7 +112,7 @@ impl YuvToRgb {
 
     /// [`YuvToRgb::rgb`] as floats, for one row of planes at once: the same levels (rounded
     /// and clamped alike), written without going through bytes so the loop vectorises (the
-    /// detector's input is floats). All six slices must have the same length.
+    /// detector's input is floats). Converts as many pixels as the shortest slice holds.
     pub fn rgb_row_f32(&self, y: &[u8], u: &[u8], v: &[u8], out: [&mut [f32]; 3]) {
         let [r, g, b] = out;
         let n = y
