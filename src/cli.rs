@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::options::{ModelArgs, choice};
+use crate::options::{ModelArgs, ScheduleArgs, choice, unit_interval};
 use affectstream::audio::AudioConfig;
 use affectstream::capture::RtspTransport;
 use affectstream::config::Config;
@@ -99,21 +99,8 @@ struct BenchArgs {
     /// Draw the PNG plot here (default: next to the report, .png).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Run the face detector at least every n-th frame, tracking in between (1..30; sooner
-    /// when a track is lost or new, or something moves outside the tracked faces).
-    #[arg(long, default_value_t = FaceConfig::default().detect_interval,
-          value_parser = clap::value_parser!(u32).range(1..=30))]
-    detect_every: u32,
-    /// Detect at once when this share of the picture outside the tracked faces changed since
-    /// the last detection (0..1; 0: off, the interval alone).
-    #[arg(long, default_value_t = FaceConfig::default().detect_motion,
-          value_parser = unit_interval)]
-    detect_motion: f32,
-    /// Threads of each video decoder (0: the decoder's choice, one per core; 1: the default,
-    /// cheapest per frame when the pipeline's stages or other streams use the other cores).
-    #[arg(long, default_value_t = affectstream::capture::CaptureOptions::default().decode_threads,
-          value_parser = clap::value_parser!(u32).range(0..=64))]
-    decode_threads: u32,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
 }
 
 fn non_negative_seconds(s: &str) -> Result<f64, String> {
@@ -175,22 +162,8 @@ struct RunArgs {
     #[arg(long, default_value_t = DetectorConfig::default().max_side,
           value_parser = clap::value_parser!(u32).range(32..=4096))]
     detect_size: u32,
-    /// Run the face detector at least every n-th frame and track in between (1..30; frames
-    /// with no tracked face, after a detection that lost or started a track, or with motion
-    /// outside the tracked faces are always searched).
-    #[arg(long, default_value_t = FaceConfig::default().detect_interval,
-          value_parser = clap::value_parser!(u32).range(1..=30))]
-    detect_every: u32,
-    /// Detect at once when this share of the picture outside the tracked faces changed since
-    /// the last detection (0..1; 0: off, the interval alone).
-    #[arg(long, default_value_t = FaceConfig::default().detect_motion,
-          value_parser = unit_interval)]
-    detect_motion: f32,
-    /// Threads of each video decoder (0: the decoder's choice, one per core; 1: the default,
-    /// cheapest per frame when the pipeline's stages or other streams use the other cores).
-    #[arg(long, default_value_t = affectstream::capture::CaptureOptions::default().decode_threads,
-          value_parser = clap::value_parser!(u32).range(0..=64))]
-    decode_threads: u32,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
     /// Do not rotate face crops to level the eyes.
     #[arg(long)]
     no_align: bool,
@@ -207,15 +180,6 @@ struct RunArgs {
     #[arg(long, default_value_t = ExpressionConfig::default().reencode_change,
           value_parser = unit_interval)]
     reencode_change: f32,
-}
-
-fn unit_interval(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is outside 0..1"))
-    }
 }
 
 fn crop_margin(s: &str) -> Result<f32, String> {
@@ -302,9 +266,7 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
 
 fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (mut run, _) = args.pipeline.run_options(args.source.clone())?;
-    run.face.detect_interval = args.detect_every;
-    run.face.detect_motion = args.detect_motion;
-    run.capture.decode_threads = args.decode_threads;
+    args.schedule.apply(&mut run);
     let plot = args
         .plot
         .or_else(|| args.report.as_ref().map(|r| r.with_extension("png")));
@@ -345,9 +307,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     opts.face.detector.score_threshold = args.face_threshold;
     opts.face.detector.max_side = args.detect_size;
     opts.face.align = !args.no_align;
-    opts.face.detect_interval = args.detect_every;
-    opts.face.detect_motion = args.detect_motion;
-    opts.capture.decode_threads = args.decode_threads;
+    args.schedule.apply(&mut opts);
     opts.face.crop_margin = args.crop_margin;
     opts.audio.hop = Duration::from_secs_f64(args.voice_hop);
     opts.expression.reencode_change = args.reencode_change;

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use affectstream::capture::CaptureOptions;
 use affectstream::config::Config;
+use affectstream::face::FaceConfig;
 use affectstream::fusion::calibration::CalibrationMode;
 use affectstream::pipeline::RunOptions;
 use affectstream::runtime::DeviceRequest;
@@ -79,5 +81,45 @@ impl ModelArgs {
             run.fusion.params.calibration.mode = mode;
         }
         Ok((run, config))
+    }
+}
+
+/// When the face detector runs and how video is decoded: the options `run` and `bench` share.
+#[derive(Args)]
+pub struct ScheduleArgs {
+    /// Run the face detector at least every n-th frame and track in between (1..30; frames
+    /// with no tracked face, after a detection that lost or started a track, where a carried
+    /// face was lost, or with motion outside the tracked faces are always searched).
+    #[arg(long, default_value_t = FaceConfig::default().detect_interval,
+          value_parser = clap::value_parser!(u32).range(1..=30))]
+    detect_every: u32,
+    /// Detect at once when this share of the picture outside the tracked faces changed since
+    /// the last detection (0..1; 0: off, the interval alone).
+    #[arg(long, default_value_t = FaceConfig::default().detect_motion,
+          value_parser = unit_interval)]
+    detect_motion: f32,
+    /// Threads of each video decoder (0: the decoder's choice, one per core; 1: the default,
+    /// cheapest per frame when the pipeline's stages or other streams use the other cores).
+    #[arg(long, default_value_t = CaptureOptions::default().decode_threads,
+          value_parser = clap::value_parser!(u32).range(0..=64))]
+    decode_threads: u32,
+}
+
+impl ScheduleArgs {
+    /// Sets these choices on `run`.
+    pub fn apply(&self, run: &mut RunOptions) {
+        run.face.detect_interval = self.detect_every;
+        run.face.detect_motion = self.detect_motion;
+        run.capture.decode_threads = self.decode_threads;
+    }
+}
+
+/// Parses a number in 0..=1.
+pub fn unit_interval(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0..1"))
     }
 }
