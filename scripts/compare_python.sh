@@ -123,14 +123,9 @@ if [[ -n $BASE_BIN ]]; then
     BASE_BIN="$OUT/affectstream-baseline"
 fi
 
-# Busy CPU seconds of the whole machine (all processes), to tell how much else was running.
-TICKS=$(getconf CLK_TCK 2>/dev/null || echo 100)
-busy_s() {
-    local _cpu user nice system _idle _iowait irq softirq steal _rest
-    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
-    echo $(((user + nice + system + irq + softirq + steal) * 1000 / TICKS))
-}
-now_ms() { date +%s%3N; }
+# busy_ms (the whole machine's busy CPU ms) and now_ms.
+# shellcheck source=scripts/machine_load.sh
+source "$ROOT/scripts/machine_load.sh"
 
 # "failed with exit code N", or the signal that ended it.
 failure() {
@@ -148,7 +143,7 @@ run_one() {
     local stem="$side-$mode-$idx-$rep"
     local log="$OUT/$stem.log"
     local started=$SECONDS busy0 t0 rc=0 TIMEFORMAT='%3U %3S'  # `time`: CPU s of the run and its children
-    busy0=$(busy_s)
+    busy0=$(busy_ms)
     t0=$(now_ms)
     if [[ $side == ours || $side == base ]]; then
         local bin=$BIN
@@ -170,7 +165,7 @@ run_one() {
         [[ -s $OUT/$stem.json ]] || die "baseline.py printed no JSON summary (see $OUT/$stem.stdout, $log)"
     fi
     # Machine-wide busy CPU ms and wall ms of this run (ours and everything else).
-    echo "$(($(busy_s) - busy0)) $(($(now_ms) - t0))" >"$OUT/$stem.load"
+    echo "$(($(busy_ms) - busy0)) $(($(now_ms) - t0))" >"$OUT/$stem.load"
     note "  $side $mode run $((rep + 1)): $(basename "$file") done in $((SECONDS - started)) s"
 }
 

@@ -105,14 +105,9 @@ cp "$BIN" "$OUT/affectstream-current" || die "cannot copy $BIN"
 declare -A BINS=([base]="$OUT/affectstream-base" [current]="$OUT/affectstream-current")
 export RUST_LOG=${RUST_LOG:-warn}
 
-# Busy CPU ms of the whole machine (every process), to tell how much else was running.
-TICKS=$(getconf CLK_TCK 2>/dev/null || echo 100)
-busy_ms() {
-    local _cpu user nice system _idle _iowait irq softirq steal _rest
-    read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
-    echo $(((user + nice + system + irq + softirq + steal) * 1000 / TICKS))
-}
-now_ms() { date +%s%3N; }
+# busy_ms (the whole machine's busy CPU ms) and now_ms.
+# shellcheck source=scripts/machine_load.sh
+source "$ROOT/scripts/machine_load.sh"
 
 # Runs a command, its output to STEM.log; STEM.load gets "machine busy ms, wall ms, own CPU ms".
 measured() {
