@@ -88,16 +88,72 @@ fn tiny_huge_and_odd_sized_frames_without_faces() {
     }
 }
 
+/// Writes a 90-degree clockwise display rotation into the track header of the single-track
+/// MP4 at `path` (GStreamer's muxers do not write one from a tag).
+fn set_mp4_rotation_clockwise(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let tkhd = bytes
+        .windows(4)
+        .position(|w| w == b"tkhd")
+        .expect("the MP4 has a track header");
+    assert_eq!(bytes[tkhd + 4], 0, "a version-0 track header");
+    // type, version/flags, created, modified, track id, reserved, duration, reserved (8),
+    // layer, group, volume, reserved: the 3x3 matrix starts 44 bytes after the type.
+    let matrix: [i32; 9] = [0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x4000_0000];
+    for (i, v) in matrix.iter().enumerate() {
+        let at = tkhd + 44 + 4 * i;
+        bytes[at..at + 4].copy_from_slice(&v.to_be_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Faces found in `records`, and how many of them have their eyes level and the right way
+/// round (the image's left eye left of its right eye, further apart than their heights differ).
+fn faces_and_upright(records: &[serde_json::Value]) -> (usize, usize) {
+    let faces: Vec<&serde_json::Value> = records
+        .iter()
+        .flat_map(|r| r["faces"].as_array().unwrap())
+        .collect();
+    let upright = faces
+        .iter()
+        .filter(|f| {
+            let eye = |i: usize| {
+                let p = &f["landmarks"][i];
+                (p[0].as_f64().unwrap(), p[1].as_f64().unwrap())
+            };
+            let ((x0, y0), (x1, y1)) = (eye(0), eye(1));
+            x1 - x0 > (y1 - y0).abs()
+        })
+        .count();
+    (faces.len(), upright)
+}
+
 #[test]
 fn rotation_metadata_turns_the_frame() {
+    // A talking head turned on its side: the detector finds no face in it as it is. The same
+    // file saying "display turned 90 degrees clockwise" must reach the detector upright.
     let dir = temp_dir("rotate");
-    let path = dir.join("rotated.mkv");
-    make(&format!(
-        "videotestsrc num-buffers=5 ! video/x-raw,width=320,height=180,framerate=25/1 ! videoconvert ! taginject tags=\"image-orientation=rotate-90\" ! x264enc ! matroskamux ! filesink location={}",
-        path.display()
-    ));
-    let records = run_ok(&path);
-    assert_eq!(records.len(), 5);
+    let sideways = dir.join("sideways.mp4");
+    let tagged = dir.join("tagged.mp4");
+    for path in [&sideways, &tagged] {
+        make(&format!(
+            "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! identity eos-after=20 ! videoflip video-direction=90l ! videoconvert ! x264enc ! mp4mux ! filesink location={}",
+            testdata().join("av/streams/tedlieu_60s_256.mp4").display(),
+            path.display()
+        ));
+    }
+    set_mp4_rotation_clockwise(&tagged);
+    let records = run_ok(&sideways);
+    let frames = records.len();
+    assert!(frames >= 20, "{frames} frames");
+    assert_eq!(faces_and_upright(&records), (0, 0), "a face on its side is missed");
+    let records = run_ok(&tagged);
+    assert_eq!(records.len(), frames);
+    assert_eq!(
+        faces_and_upright(&records),
+        (frames, frames),
+        "turned upright by the capture"
+    );
 }
 
 #[test]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
+use gstreamer_base as gst_base;
+use gstreamer_base::prelude::*;
 use gstreamer_video as gst_video;
 
 use super::delivery::{Closed, TargetSlot, current_targets};
@@ -38,12 +40,30 @@ pub(super) fn link_branch(
     attach: impl FnOnce(&gst::Bin) -> Result<(), String>,
 ) -> Result<(), String> {
     let bin = gst::parse::bin_from_description(description, true).map_err(|e| e.to_string())?;
+    start_flips_in_passthrough(&bin);
     attach(&bin)?;
     pipeline.add(&bin).map_err(|e| e.to_string())?;
     bin.sync_state_with_parent().map_err(|e| e.to_string())?;
     let sink = bin.static_pad("sink").ok_or("branch has no sink pad")?;
     pad.link(&sink).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Puts every `videoflip` of `bin` in passthrough. GStreamer 1.22's videoflip switches
+/// passthrough only when its method changes, so one that never sees a rotation tag copies
+/// every frame (an identity "flip": 0.1 ms and 1.4 MB of memory traffic per 720p frame); an
+/// orientation tag still turns it on, as that is a change of method.
+fn start_flips_in_passthrough(bin: &gst::Bin) {
+    for element in bin.iterate_recurse().into_iter().flatten() {
+        let is_flip = element
+            .factory()
+            .is_some_and(|f| f.name().as_str() == "videoflip");
+        if let (true, Some(transform)) =
+            (is_flip, element.downcast_ref::<gst_base::BaseTransform>())
+        {
+            transform.set_passthrough(true);
+        }
+    }
 }
 
 fn appsink(bin: &gst::Bin, name: &str) -> Result<gst_app::AppSink, String> {
