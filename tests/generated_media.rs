@@ -146,7 +146,11 @@ fn rotation_metadata_turns_the_frame() {
     let records = run_ok(&sideways);
     let frames = records.len();
     assert!(frames >= 20, "{frames} frames");
-    assert_eq!(faces_and_upright(&records), (0, 0), "a face on its side is missed");
+    assert_eq!(
+        faces_and_upright(&records),
+        (0, 0),
+        "a face on its side is missed"
+    );
     let records = run_ok(&tagged);
     assert_eq!(records.len(), frames);
     assert_eq!(

