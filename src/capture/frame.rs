@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use gstreamer as gst;
 use gstreamer_video as gst_video;
+use gstreamer_video::prelude::VideoFrameExt;
 
 use super::color::YuvColor;
 use crate::metrics::Stamps;
@@ -332,11 +333,14 @@ impl VideoFrame {
             )
         })?;
         let shapes = format.plane_shapes(width, height);
+        // The mapped frame's strides: a buffer with a video meta (its planes where its producer
+        // put them) may differ from the caps' default layout.
         let strides: Vec<usize> = shapes
             .iter()
             .enumerate()
             .map(|(i, _)| {
-                info.stride()
+                frame
+                    .plane_stride()
                     .get(i)
                     .and_then(|s| usize::try_from(*s).ok())
                     .ok_or_else(|| {
