@@ -89,7 +89,8 @@ impl ModelArgs {
 pub struct ScheduleArgs {
     /// Run the face detector at least every n-th frame and track in between (1..30; frames
     /// with no tracked face, after a detection that lost or started a track, where a carried
-    /// face was lost, or with motion outside the tracked faces are always searched).
+    /// face was lost (from 3 on, where carried faces follow the head), or with motion outside
+    /// the tracked faces are always searched).
     #[arg(long, default_value_t = FaceConfig::default().detect_interval,
           value_parser = clap::value_parser!(u32).range(1..=30))]
     detect_every: u32,

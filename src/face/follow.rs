@@ -35,7 +35,9 @@ pub const DEAD_ZONE: f64 = 1.0;
 /// head has moved less than the detector's own frame-to-frame jitter (on the test streams,
 /// shifting there too changed nothing in the boxes' fit but moved some eval figures by noise).
 /// The match is checked on every carried frame all the same, so a lost face is detected at
-/// once.
+/// once. The face stage follows only at a detection interval above this: at 2 the one carried
+/// frame would never move and the next frame is detected anyway, so the follower's work
+/// (about 6 % of the CPU on the 256x256 test stream) would buy at most one frame.
 pub const FOLLOW_AFTER: u32 = 2;
 /// Normalised correlation below which a face counts as lost where it was carried.
 pub const MIN_MATCH: f32 = 0.6;

@@ -71,10 +71,10 @@ pub struct FaceConfig {
     /// How long a lost track is kept.
     pub track_max_gap: Duration,
     /// Run the detector at least every n-th frame (1 = every frame); frames between reuse the
-    /// last detections, moved with the face (`face::follow`), through the tracker. A frame with
-    /// no face tracked, the frame after a detection that lost or started a track, a frame where
-    /// a carried face was lost, and a frame with motion outside the tracked boxes are always
-    /// searched (see `face::schedule`).
+    /// last detections through the tracker, moved with the face from an interval of 3 on
+    /// (`face::follow`). A frame with no face tracked, the frame after a detection that lost or
+    /// started a track, a frame where a carried face was lost (interval 3 or more), and a frame
+    /// with motion outside the tracked boxes are always searched (see `face::schedule`).
     pub detect_interval: u32,
     /// Share of the picture outside the tracked boxes (on a 64-pixel luma thumbnail) that must
     /// have changed since the last detection to detect at once; 0 turns the check off.
@@ -249,14 +249,15 @@ impl FaceStage {
         }
         let boxes: Vec<_> = self.last.iter().map(|d| d.bbox).collect();
         let mut detect = self.schedule.decide(&image, &boxes)? != Reason::Skipped;
-        if !detect && self.follower.follow(&image, &mut self.last)? == Followed::Lost {
+        let following = self.config.detect_interval > follow::FOLLOW_AFTER;
+        if !detect && following && self.follower.follow(&image, &mut self.last)? == Followed::Lost {
             self.schedule.lost();
             detect = true;
         }
         let before = self.last.len();
         if detect {
             self.last = self.detector.detect(&image)?;
-            if self.config.detect_interval > 1 {
+            if following {
                 self.follower.anchor(&image, &self.last)?;
             }
         } else {
