@@ -108,7 +108,8 @@ fn set_mp4_rotation_clockwise(path: &Path) {
 }
 
 /// Faces found in `records`, and how many of them have their eyes level and the right way
-/// round (the image's left eye left of its right eye, further apart than their heights differ).
+/// round (the first eye landmark, the subject's right eye, left of the second in the image, and
+/// further apart across than up or down).
 fn faces_and_upright(records: &[serde_json::Value]) -> (usize, usize) {
     let faces: Vec<&serde_json::Value> = records
         .iter()
