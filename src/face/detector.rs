@@ -352,7 +352,8 @@ fn resize_plane(
     size: Size,
     halves: &mut [Mat; 2],
 ) -> opencv::Result<bool> {
-    let (mut w, mut h) = (src.cols(), src.rows());
+    let (w0, h0) = (src.cols(), src.rows());
+    let (mut w, mut h) = (w0, h0);
     if (w, h) == (size.width, size.height) {
         return Ok(false);
     }
@@ -372,7 +373,6 @@ fn resize_plane(
         halvings += 1;
     }
     let steps = halvings + usize::from((w, h) != (size.width, size.height));
-    let (w0, h0) = (src.cols(), src.rows());
     for step in 0..steps {
         let to = if step < halvings {
             Size::new(w0 >> (step + 1), h0 >> (step + 1))
