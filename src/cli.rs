@@ -44,6 +44,8 @@ enum Command {
 struct EvalArgs {
     #[command(flatten)]
     pipeline: ModelArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
     /// Labels CSV (columns file, label, kind), e.g. ../shared/testdata/LABELS.csv.
     #[arg(long)]
     labels: PathBuf,
@@ -238,7 +240,8 @@ fn eval(args: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let (run, _) = args.pipeline.run_options("")?;
+    let (mut run, _) = args.pipeline.run_options("")?;
+    args.schedule.apply(&mut run);
     let opts = affectstream::eval::EvalOptions {
         run,
         va_table: args

@@ -42,6 +42,12 @@ fn eval_on_testdata_stays_above_the_targets() {
     };
     let report = evaluate(&opts, |_, _, _| {}).expect("eval runs");
     print!("{}", affectstream::eval::table(&report));
+    let s = &report.settings;
+    assert_eq!(
+        (s.face_set.as_str(), s.encode_every, s.detect_every),
+        ("big+faceapi", 3, 2),
+        "the figures below were measured at the defaults"
+    );
     assert!(
         report.clips.iter().all(|c| c.error.is_none()),
         "every file ran"
@@ -101,4 +107,54 @@ fn eval_on_testdata_stays_above_the_targets() {
             );
         }
     }
+}
+
+/// `eval` takes the detection schedule options of `run` and `bench`, and its report (table
+/// and JSON) says which settings its figures are of.
+#[test]
+fn eval_reports_the_settings_it_ran_with() {
+    let data = common::testdata();
+    let dir = common::temp_dir("eval-settings");
+    let report = dir.join("report.json");
+    let labels = data.join("LABELS.csv");
+    let out = common::run_binary(
+        &[
+            "eval",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--kinds",
+            "av_streams",
+            "--limit",
+            "1",
+            "--device",
+            "cpu",
+            "--detect-every",
+            "4",
+            "--detect-motion",
+            "0.05",
+            "--encode-every",
+            "5",
+            "--calibration",
+            "off",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        std::time::Duration::from_secs(300),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        first,
+        "settings: face set big+faceapi, encode every 5, detect every 4 (motion 0.05), \
+         calibration off"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let s = &json["settings"];
+    assert_eq!(s["detect_every"], 4);
+    assert_eq!(s["encode_every"], 5);
+    assert_eq!(s["calibration"], "off");
+    assert_eq!(json["clips"].as_array().map(Vec::len), Some(1));
+    assert!(json["clips"][0]["error"].is_null(), "{}", json["clips"][0]);
+    std::fs::remove_dir_all(&dir).ok();
 }

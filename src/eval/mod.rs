@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::capture::Source;
+use crate::fusion::calibration::CalibrationMode;
 use crate::pipeline::{self, Models, PipelineError, RunOptions};
 use crate::record::Record;
 use crate::sink::JsonlTarget;
@@ -140,11 +141,28 @@ pub struct Agreement {
     pub arousal_sign: Option<(f64, usize)>,
 }
 
+/// The pipeline settings an evaluation ran with: its figures are of these settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalSettings {
+    /// Face expression ensemble set.
+    pub face_set: String,
+    /// The expression models run on a face track every n-th frame.
+    pub encode_every: u32,
+    /// Longest gap between two face detector runs on a video, in frames.
+    pub detect_every: u32,
+    /// Share of the picture outside the tracked faces whose change triggers a detection.
+    pub detect_motion: f32,
+    /// Per-track calibration: `track` or `off`.
+    pub calibration: String,
+}
+
 /// The whole evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// Labels file.
     pub labels: String,
+    /// The settings the figures are of.
+    pub settings: EvalSettings,
     /// Per kind, per modality (face, voice, fused).
     pub agreement: BTreeMap<String, BTreeMap<String, Agreement>>,
     /// Face valence sign agreement on the non-neutral face videos.
@@ -456,6 +474,20 @@ pub fn evaluate(
         .as_ref()
         .map(|m| m.expression.head().labels.clone())
         .unwrap_or_default();
+    let settings = EvalSettings {
+        face_set: models
+            .as_ref()
+            .map(|m| m.expression.set_name().to_owned())
+            .unwrap_or_default(),
+        encode_every: models.as_ref().map_or(1, |m| m.expression.encode_every()),
+        detect_every: run.face.detect_interval,
+        detect_motion: run.face.detect_motion,
+        calibration: match run.fusion.params.calibration.mode {
+            CalibrationMode::Track => "track",
+            CalibrationMode::Off => "off",
+        }
+        .to_owned(),
+    };
     let video_threshold = run.face.detector.score_threshold;
     let mut clips = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
@@ -503,7 +535,7 @@ pub fn evaluate(
         }
         clips.push(clip);
     }
-    let report = summarize(opts, clips, &table, classes);
+    let report = summarize(opts, settings, clips, &table, classes);
     if let Some(path) = &opts.report {
         let json = serde_json::to_string_pretty(&report).map_err(|e| EvalError::Report {
             path: path.clone(),
@@ -519,6 +551,7 @@ pub fn evaluate(
 
 fn summarize(
     opts: &EvalOptions,
+    settings: EvalSettings,
     clips: Vec<ClipResult>,
     table: &BTreeMap<String, [f64; 2]>,
     classes: Vec<String>,
@@ -641,6 +674,7 @@ fn summarize(
     let positive: Vec<bool> = pairs.iter().map(|p| p.1).collect();
     EvalReport {
         labels: opts.labels.display().to_string(),
+        settings,
         agreement: agreement_by_kind,
         face_video_non_neutral_valence_sign: valence_sign(|c| c.face_va),
         face_video_non_neutral_valence_sign_raw: valence_sign(|c| c.face_raw_va),
@@ -663,6 +697,13 @@ fn summarize(
 pub fn table(report: &EvalReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    let s = &report.settings;
+    writeln!(
+        out,
+        "settings: face set {}, encode every {}, detect every {} (motion {}), calibration {}",
+        s.face_set, s.encode_every, s.detect_every, s.detect_motion, s.calibration
+    )
+    .ok();
     let f = |v: Option<f64>| v.map_or("    -".to_owned(), |v| format!("{v:5.2}"));
     let pct = |v: Option<(f64, usize)>| {
         v.map_or("       -".to_owned(), |(v, n)| {

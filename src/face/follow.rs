@@ -242,28 +242,24 @@ fn shrink(
 /// through the neighbours on each axis.
 fn best_match(result: &Mat) -> opencv::Result<(f32, (f64, f64))> {
     let (rows, cols) = (result.rows(), result.cols());
+    // matchTemplate's map is one continuous CV_32F plane: read it as a slice, not pixel by
+    // pixel through the bindings.
+    let values = result.data_typed::<f32>()?;
     let mut best = (f32::NEG_INFINITY, Point::new(0, 0));
-    for y in 0..rows {
-        for x in 0..cols {
-            let v = *result.at_2d::<f32>(y, x)?;
-            if v > best.0 {
-                best = (v, Point::new(x, y));
-            }
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.0 {
+            let i = i as i32;
+            best = (v, Point::new(i % cols, i / cols));
         }
     }
     let (v, p) = best;
-    let at = |x: i32, y: i32| result.at_2d::<f32>(y, x).copied();
-    let refine = |lo: opencv::Result<f32>, hi: opencv::Result<f32>| -> f64 {
-        match (lo, hi) {
-            (Ok(lo), Ok(hi)) => {
-                let curve = f64::from(lo) - 2.0 * f64::from(v) + f64::from(hi);
-                if curve < 0.0 {
-                    (0.5 * (f64::from(lo) - f64::from(hi)) / curve).clamp(-0.5, 0.5)
-                } else {
-                    0.0
-                }
-            }
-            _ => 0.0,
+    let at = |x: i32, y: i32| values[(y * cols + x) as usize];
+    let refine = |lo: f32, hi: f32| -> f64 {
+        let curve = f64::from(lo) - 2.0 * f64::from(v) + f64::from(hi);
+        if curve < 0.0 {
+            (0.5 * (f64::from(lo) - f64::from(hi)) / curve).clamp(-0.5, 0.5)
+        } else {
+            0.0
         }
     };
     let fx = if p.x > 0 && p.x + 1 < cols {
