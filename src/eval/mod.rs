@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::capture::Source;
-use crate::fusion::calibration::CalibrationMode;
 use crate::pipeline::{self, Models, PipelineError, RunOptions};
 use crate::record::Record;
 use crate::sink::JsonlTarget;
@@ -482,11 +481,7 @@ pub fn evaluate(
         encode_every: models.as_ref().map_or(1, |m| m.expression.encode_every()),
         detect_every: run.face.detect_interval,
         detect_motion: run.face.detect_motion,
-        calibration: match run.fusion.params.calibration.mode {
-            CalibrationMode::Track => "track",
-            CalibrationMode::Off => "off",
-        }
-        .to_owned(),
+        calibration: run.fusion.params.calibration.mode.name().to_owned(),
     };
     let video_threshold = run.face.detector.score_threshold;
     let mut clips = Vec::with_capacity(rows.len());

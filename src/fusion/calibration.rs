@@ -43,6 +43,14 @@ pub enum CalibrationMode {
 impl CalibrationMode {
     /// The names `FromStr` accepts, for help texts.
     pub const NAMES: &'static [&'static str] = &["off", "track"];
+
+    /// The mode's name, as `FromStr` reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Track => "track",
+        }
+    }
 }
 
 impl std::str::FromStr for CalibrationMode {
@@ -306,6 +314,14 @@ impl Calibrator {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn mode_names_read_back() {
+        for name in CalibrationMode::NAMES {
+            let mode: CalibrationMode = name.parse().unwrap();
+            assert_eq!(mode.name(), *name);
+        }
+    }
 
     fn params() -> CalibrationParams {
         CalibrationParams {
