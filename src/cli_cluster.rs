@@ -11,10 +11,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use affectstream::broker::{self, BrokerOptions, registry, tail};
-use affectstream::config::Config;
-use affectstream::encode::runtime::DeviceRequest;
-use affectstream::manifest;
-use affectstream::pipeline::RunOptions;
+
+use crate::options::{ModelArgs, ScheduleArgs};
 
 /// The cluster subcommands, flattened into the top-level command.
 #[derive(Subcommand)]
@@ -143,27 +141,10 @@ pub struct WorkerArgs {
     /// Publishes that may wait for their ack at once.
     #[arg(long, default_value_t = broker::publish::MAX_PENDING, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=5000))]
     max_pending: usize,
-    /// Execution provider: auto, cpu or cuda.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceRequest,
-    /// Model manifest.
-    #[arg(long, default_value_os_t = manifest::default_manifest_path())]
-    models: PathBuf,
-    /// Directory holding the model files.
-    #[arg(long, default_value_os_t = manifest::default_model_dir())]
-    model_dir: PathBuf,
-    /// Face expression ensemble (a set of the manifest's [face_ensemble.sets], e.g. mini).
-    #[arg(long)]
-    face_encoders: Option<String>,
-    /// Run the expression models on a face track every n-th frame (1..30).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=30))]
-    encode_every: Option<u32>,
-    /// Run the face detector on every n-th frame (1..30).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=30))]
-    detect_every: u32,
-    /// Configuration file (TOML; its `[fusion]` section).
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    pipeline: ModelArgs,
+    #[command(flatten)]
+    schedule: ScheduleArgs,
 }
 
 /// Options of `affectstream tail`.
@@ -276,18 +257,8 @@ fn cameras(args: CamerasArgs) -> anyhow::Result<()> {
 }
 
 fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let mut run = RunOptions {
-        device: args.device,
-        manifest: args.models.clone(),
-        model_dir: args.model_dir.clone(),
-        ..RunOptions::new("")
-    };
-    run.face.detect_interval = args.detect_every;
-    run.expression.set = args.face_encoders.clone();
-    run.expression.encode_every = args.encode_every;
-    if let Some(path) = &args.config {
-        run.fusion.params = Config::load(path)?.fusion;
-    }
+    let (mut run, _) = args.pipeline.run_options("")?;
+    args.schedule.apply(&mut run);
     // The models are checked once before claiming anything: a worker that cannot run any
     // camera should say so, not claim cameras it will fail.
     affectstream::pipeline::Models::load(&run).context("cannot load the models")?;

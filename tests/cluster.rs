@@ -268,7 +268,8 @@ impl Drop for Proc {
     }
 }
 
-/// A worker on the test's broker, with the light face encoder and metrics on a free port.
+/// A worker on the test's broker, with the light face encoder and metrics on a free port
+/// (and the schedule options `run` and `bench` share, at their defaults but the interval).
 fn worker(nats: &Nats, name: &str, extra: &[&str]) -> Proc {
     let url = nats.url();
     let mut args = vec![
@@ -283,6 +284,12 @@ fn worker(nats: &Nats, name: &str, extra: &[&str]) -> Proc {
         "mini",
         "--device",
         "cpu",
+        "--detect-every",
+        "3",
+        "--detect-motion",
+        "0.02",
+        "--decode-threads",
+        "1",
     ];
     args.extend_from_slice(extra);
     Proc::start(&args, &[], "info")
