@@ -4,6 +4,7 @@
 //! `affectstream worker` processes. Even split, a joining worker, SIGKILL failover, SIGTERM
 //! hand-back, a broker restart with nothing acknowledged lost and nothing duplicated, two
 //! workers racing for one camera (and one frozen past its lease), secrets that never leak,
+//! token, TLS and `.creds` (an operator-mode broker with JWTs signed here) authentication,
 //! and bad input. The tests run one at a time: they measure live behaviour on two cores.
 #![cfg(feature = "broker")]
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -1241,4 +1242,211 @@ fn a_token_broker_takes_the_token_and_never_shows_it() {
         wrong.stderr
     );
     assert!(!wrong.stderr.contains(TOKEN) && !wrong.stderr.contains("wrong-token"));
+}
+
+/// Base64url without padding, as NATS JWTs are written.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A NATS v2 JWT of `kind` for `subject`, with `nats` fields, signed by `issuer`.
+fn nats_jwt(
+    issuer: &nkeys::KeyPair,
+    subject: &str,
+    kind: &str,
+    mut nats: serde_json::Value,
+) -> String {
+    nats["type"] = kind.into();
+    nats["version"] = 2.into();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": format!("{kind}-{subject}-{now}"),
+        "iat": now,
+        "iss": issuer.public_key(),
+        "name": kind,
+        "sub": subject,
+        "nats": nats,
+    });
+    let header = base64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let signed = format!("{header}.{}", base64url(claims.to_string().as_bytes()));
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", base64url(&signature))
+}
+
+/// A broker configuration in operator mode (one account with JetStream on and the system
+/// account, their JWTs preloaded) and a `.creds` file of a user of that account: what `nsc`
+/// makes for a decentralised setup.
+/// Returns the configuration file, the creds file and the user's seed.
+fn operator_broker(dir: &Path) -> (PathBuf, PathBuf, String) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "operator",
+        serde_json::json!({}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "account",
+        serde_json::json!({
+            "limits": unlimited,
+            "default_permissions": { "pub": {}, "sub": {} },
+        }),
+    );
+    // JetStream needs the server's system account (no JetStream of its own).
+    let system = nkeys::KeyPair::new_account();
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "account",
+        serde_json::json!({ "limits": { "subs": -1, "conn": -1 } }),
+    );
+    let user_jwt = nats_jwt(
+        &account,
+        &user.public_key(),
+        "user",
+        serde_json::json!({ "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1 }),
+    );
+    let config = dir.join("operator.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {sys}\nresolver: MEMORY\n\
+             resolver_preload: {{\n  {sys}: \"{system_jwt}\"\n  {acc}: \"{account_jwt}\"\n}}\n",
+            sys = system.public_key(),
+            acc = account.public_key(),
+        ),
+    )
+    .unwrap();
+    let seed = user.seed().unwrap();
+    let creds = dir.join("user.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\
+             NKEYs are sensitive and should be treated as secrets.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n\
+             *************************************************************\n"
+        ),
+    )
+    .unwrap();
+    (config, creds, seed)
+}
+
+#[test]
+fn a_creds_file_reaches_an_operator_mode_broker_and_its_seed_never_shows() {
+    let _serial = serial();
+    let dir = temp_dir("cluster-creds");
+    let (config, creds, seed) = operator_broker(&dir);
+    let nats = Nats::start(&dir, &["-c", config.to_str().unwrap()]);
+    let u = nats.url();
+    let creds_arg = creds.to_str().unwrap();
+    // On the command line, with debug logs of the client library too.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
+    let out = cmd
+        .args([
+            "cameras",
+            "--nats",
+            &u,
+            "--nats-creds",
+            creds_arg,
+            "add",
+            "cred",
+            "rtsp://127.0.0.1:1/x",
+        ])
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains(&seed), "{stderr}");
+    // From the environment; the camera is in the registry (JetStream in the account works).
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
+    let out = cmd
+        .args(["cameras", "--nats", &u, "list"])
+        .env("NATS_CREDS", &creds)
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("cred  rtsp://127.0.0.1:1/x  -  unassigned"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&seed) && !stderr.contains(&seed));
+    // Without credentials the broker refuses, clearly.
+    let out = cli(&["cameras", "--nats", &u, "--nats-timeout", "2", "list"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.to_lowercase().contains("authorization"),
+        "{}",
+        out.stderr
+    );
+    // A creds file that is not one: a clear error naming it, no seed or JWT echoed.
+    let broken = dir.join("broken.creds");
+    std::fs::write(&broken, "not a creds file\n").unwrap();
+    let out = cli(&[
+        "cameras",
+        "--nats",
+        &u,
+        "--nats-creds",
+        broken.to_str().unwrap(),
+        "--nats-timeout",
+        "2",
+        "list",
+    ]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("broken.creds"), "{}", out.stderr);
+    // A well-formed creds file of a user this broker does not trust: refused, seed not shown.
+    let stranger = dir.join("stranger");
+    std::fs::create_dir_all(&stranger).unwrap();
+    let (_, other_creds, other_seed) = operator_broker(&stranger);
+    let out = cli(&[
+        "cameras",
+        "--nats",
+        &u,
+        "--nats-creds",
+        other_creds.to_str().unwrap(),
+        "--nats-timeout",
+        "2",
+        "list",
+    ]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr.to_lowercase().contains("authorization"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains(&other_seed));
+    std::fs::remove_dir_all(dir).ok();
 }
