@@ -324,6 +324,22 @@ fn cli(args: &[&str]) -> common::Output {
     common::run_binary(args, Duration::from_secs(60))
 }
 
+/// `affectstream args` with `env` set and debug logs (the client library's too), where a
+/// secret would show if it leaked.
+fn cli_debug(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> common::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_affectstream"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap();
+    common::Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
 fn add_camera(nats: &Nats, name: &str, url: &str, options: &[&str]) {
     let u = nats.url();
     let mut args = vec!["cameras", "--nats", &u, "add", name, url];
@@ -1204,23 +1220,19 @@ fn a_token_broker_takes_the_token_and_never_shows_it() {
     let nats = Nats::start(&dir, &["--auth", TOKEN]);
     let u = nats.url();
     // From the environment, with debug logs of the client library too.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
-    let out = cmd
-        .args([
+    let out = cli_debug(
+        &[
             "cameras",
             "--nats",
             &u,
             "add",
             "tok",
             "rtsp://127.0.0.1:1/x",
-        ])
-        .env("NATS_TOKEN", TOKEN)
-        .env("RUST_LOG", "debug")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains(TOKEN), "{stderr}");
+        ],
+        &[("NATS_TOKEN", TOKEN.as_ref())],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains(TOKEN), "{}", out.stderr);
     // On the command line; the camera is in the registry.
     let listed = cli(&["cameras", "--nats", &u, "--nats-token", TOKEN, "list"]);
     assert_eq!(listed.code, Some(0), "{}", listed.stderr);
@@ -1368,9 +1380,8 @@ fn a_creds_file_reaches_an_operator_mode_broker_and_its_seed_never_shows() {
     let u = nats.url();
     let creds_arg = creds.to_str().unwrap();
     // On the command line, with debug logs of the client library too.
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
-    let out = cmd
-        .args([
+    let out = cli_debug(
+        &[
             "cameras",
             "--nats",
             &u,
@@ -1379,74 +1390,47 @@ fn a_creds_file_reaches_an_operator_mode_broker_and_its_seed_never_shows() {
             "add",
             "cred",
             "rtsp://127.0.0.1:1/x",
-        ])
-        .env("RUST_LOG", "debug")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(!stderr.contains(&seed), "{stderr}");
+        ],
+        &[],
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains(&seed), "{}", out.stderr);
     // From the environment; the camera is in the registry (JetStream in the account works).
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
-    let out = cmd
-        .args(["cameras", "--nats", &u, "list"])
-        .env("NATS_CREDS", &creds)
-        .env("RUST_LOG", "debug")
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+    let out = cli_debug(
+        &["cameras", "--nats", &u, "list"],
+        &[("NATS_CREDS", creds.as_os_str())],
     );
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert!(
-        stdout.starts_with("cred  rtsp://127.0.0.1:1/x  -  unassigned"),
-        "{stdout}"
-    );
-    assert!(!stdout.contains(&seed) && !stderr.contains(&seed));
-    // Without credentials the broker refuses, clearly.
-    let out = cli(&["cameras", "--nats", &u, "--nats-timeout", "2", "list"]);
-    assert_eq!(out.code, Some(1));
-    assert!(
-        out.stderr.to_lowercase().contains("authorization"),
+        out.stdout
+            .starts_with("cred  rtsp://127.0.0.1:1/x  -  unassigned"),
         "{}",
-        out.stderr
+        out.stdout
     );
-    // A creds file that is not one: a clear error naming it, no seed or JWT echoed.
+    assert!(!out.stdout.contains(&seed) && !out.stderr.contains(&seed));
+    // `cameras list` with these extra options, expected to be refused: the error it printed.
+    let refused = |extra: &[&str]| -> String {
+        let mut args = vec!["cameras", "--nats", &u, "--nats-timeout", "2"];
+        args.extend_from_slice(extra);
+        args.push("list");
+        let out = cli(&args);
+        assert_eq!(out.code, Some(1), "{}", out.stderr);
+        out.stderr
+    };
+    // Without credentials the broker refuses, clearly.
+    let stderr = refused(&[]);
+    assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
+    // A creds file that is not one: a clear error naming it.
     let broken = dir.join("broken.creds");
     std::fs::write(&broken, "not a creds file\n").unwrap();
-    let out = cli(&[
-        "cameras",
-        "--nats",
-        &u,
-        "--nats-creds",
-        broken.to_str().unwrap(),
-        "--nats-timeout",
-        "2",
-        "list",
-    ]);
-    assert_eq!(out.code, Some(1));
-    assert!(out.stderr.contains("broken.creds"), "{}", out.stderr);
+    let stderr = refused(&["--nats-creds", broken.to_str().unwrap()]);
+    assert!(stderr.contains("broken.creds"), "{stderr}");
     // A well-formed creds file of a user this broker does not trust: refused, seed not shown.
     let stranger = dir.join("stranger");
     std::fs::create_dir_all(&stranger).unwrap();
     let (_, other_creds, other_seed) = operator_broker(&stranger);
-    let out = cli(&[
-        "cameras",
-        "--nats",
-        &u,
-        "--nats-creds",
-        other_creds.to_str().unwrap(),
-        "--nats-timeout",
-        "2",
-        "list",
-    ]);
-    assert_eq!(out.code, Some(1));
-    assert!(
-        out.stderr.to_lowercase().contains("authorization"),
-        "{}",
-        out.stderr
-    );
-    assert!(!out.stderr.contains(&other_seed));
+    let stderr = refused(&["--nats-creds", other_creds.to_str().unwrap()]);
+    assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
+    assert!(!stderr.contains(&other_seed));
     std::fs::remove_dir_all(dir).ok();
 }
