@@ -876,18 +876,7 @@ fn secrets_never_leak_and_bad_input_is_a_clear_error() {
     let cameras = |args: &[&str]| -> common::Output {
         let mut full = vec!["cameras", "--nats", &u, "--nats-user", "op"];
         full.extend_from_slice(args);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_affectstream"));
-        let out = cmd
-            .args(&full)
-            .env("NATS_PASSWORD", NATS_PW)
-            .env("RUST_LOG", "debug")
-            .output()
-            .unwrap();
-        common::Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into(),
-            stderr: String::from_utf8_lossy(&out.stderr).into(),
-        }
+        cli_debug(&full, &[("NATS_PASSWORD", NATS_PW.as_ref())])
     };
     let secret_url = format!("rtsp://admin:{CAM_PW}@127.0.0.1:{}/cam", rtsp.port);
     let ok_url = format!("rtsp://admin:{CAM_PW}@127.0.0.1:{}/ok", rtsp.port);
