@@ -16,9 +16,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::process::Running;
 use common::{temp_dir, testdata};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -162,116 +163,9 @@ impl Drop for Rtsp {
     }
 }
 
-type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
-
-fn collect(pipe: impl Read + Send + 'static) -> Lines {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push((Instant::now(), line));
-        }
-    });
-    lines
-}
-
-/// A running `affectstream` process with its output lines and their arrival times.
-struct Proc {
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
-}
-
-impl Proc {
-    fn start(args: &[&str], env: &[(&str, &str)], log: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start affectstream");
-        let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        let lines = self.stderr.lock().unwrap();
-        lines
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    fn stdout_lines(&self) -> Vec<(Instant, String)> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn wait_stderr(&self, limit: Duration, needle: &str) -> String {
-        let started = Instant::now();
-        loop {
-            if let Some((_, l)) = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(_, l)| l.contains(needle))
-            {
-                return l.clone();
-            }
-            assert!(
-                started.elapsed() < limit,
-                "no '{needle}' within {limit:?}:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the exit; returns the exit code.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the readers take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return status.code();
-            }
-            if started.elapsed() > limit {
-                self.child.kill().ok();
-                panic!("did not exit within {limit:?}:\n{}", self.stderr_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.child.kill().ok();
-        self.child.wait().ok();
-    }
-}
-
 /// A worker on the test's broker, with the light face encoder and metrics on a free port
 /// (and the schedule options `run` and `bench` share, at their defaults but the interval).
-fn worker(nats: &Nats, name: &str, extra: &[&str]) -> Proc {
+fn worker(nats: &Nats, name: &str, extra: &[&str]) -> Running {
     let url = nats.url();
     let mut args = vec![
         "worker",
@@ -293,10 +187,10 @@ fn worker(nats: &Nats, name: &str, extra: &[&str]) -> Proc {
         "1",
     ];
     args.extend_from_slice(extra);
-    Proc::start(&args, &[], "info")
+    Running::start(&args, &[], "info")
 }
 
-fn metrics_addr(p: &Proc) -> String {
+fn metrics_addr(p: &Running) -> String {
     let line = p.wait_stderr(Duration::from_secs(30), "/metrics");
     line.split("http://")
         .nth(1)
@@ -422,15 +316,15 @@ fn published(lines: &[(Instant, String)]) -> Vec<Published> {
 }
 
 /// Starts `tail` following every camera's records.
-fn tail(nats: &Nats) -> Proc {
+fn tail(nats: &Nats) -> Running {
     let u = nats.url();
-    Proc::start(&["tail", "--nats", &u], &[], "warn")
+    Running::start(&["tail", "--nats", &u], &[], "warn")
 }
 
 /// Waits until `tail` shows records of every camera in `cameras` from a worker that is not
 /// `not_from`, arriving after `after`; returns the first arrival per camera.
 fn wait_published(
-    tail: &Proc,
+    tail: &Running,
     cameras: &[String],
     not_from: &str,
     after: Instant,
@@ -950,7 +844,7 @@ fn secrets_never_leak_and_bad_input_is_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(15));
 
     // A worker with debug logs, its password from the environment.
-    let mut w = Proc::start(
+    let mut w = Running::start(
         &[
             &["worker", "--nats", &u][..],
             &auth[..],
@@ -969,7 +863,7 @@ fn secrets_never_leak_and_bad_input_is_a_clear_error() {
         &env,
         "info,affectstream=debug",
     );
-    let tail = Proc::start(&["tail", "--nats", &u, "--nats-user", "op"], &env, "debug");
+    let tail = Running::start(&["tail", "--nats", &u, "--nats-user", "op"], &env, "debug");
     let l = wait_list_with(&cameras, Duration::from_secs(60), |out| {
         out.lines()
             .any(|l| l.starts_with("dead ") && l.contains("failed"))
@@ -1022,7 +916,7 @@ fn secrets_never_leak_and_bad_input_is_a_clear_error() {
         store: dir.join("later"),
         extra: Vec::new(),
     };
-    let early = Proc::start(
+    let early = Running::start(
         &[
             "worker",
             "--nats",

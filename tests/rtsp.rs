@@ -12,9 +12,10 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::process::Running;
 use common::{parse_jsonl, temp_dir, testdata};
 
 /// One live test at a time: they compete for two cores otherwise.
@@ -98,172 +99,41 @@ impl Drop for RtspServer {
     }
 }
 
-/// Output lines with the instants they arrived, filled by a reader thread.
-type Lines = Arc<Mutex<Vec<(Instant, String)>>>;
-
-/// A running `affectstream run`, its output lines collected with their arrival times.
-struct LiveRun {
-    child: Child,
-    stdout: Lines,
-    stderr: Lines,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-fn collect(pipe: impl Read + Send + 'static) -> (Lines, std::thread::JoinHandle<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let sink = lines.clone();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push((Instant::now(), line));
+/// The listen address from the "serving ws://ADDR/records" log line.
+fn listen_addr(run: &Running, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let found = run.stderr.lock().unwrap().iter().find_map(|(_, l)| {
+            l.split("serving ws://")
+                .nth(1)
+                .and_then(|rest| rest.split('/').next())
+                .map(str::to_owned)
+        });
+        if let Some(addr) = found {
+            return addr;
         }
-    });
-    (lines, reader)
-}
-
-impl LiveRun {
-    fn start(args: &[&str]) -> Self {
-        Self::start_logging(args, "info")
-    }
-
-    fn start_logging(args: &[&str], log: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-            .args(args)
-            .env("RUST_LOG", log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start affectstream");
-        let (stdout, r1) = collect(child.stdout.take().unwrap());
-        let (stderr, r2) = collect(child.stderr.take().unwrap());
-        Self {
-            child,
-            stdout,
-            stderr,
-            readers: vec![r1, r2],
-        }
-    }
-
-    /// Waits until a stdout line satisfies `pred`; returns when it arrived.
-    fn wait_for_line(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Instant {
-        let started = Instant::now();
-        loop {
-            if let Some((at, _)) = self.stdout.lock().unwrap().iter().find(|(_, l)| pred(l)) {
-                return *at;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "no matching line within {limit:?}; stderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until a stdout line that arrived after `after` satisfies `pred`; returns when it
-    /// arrived.
-    fn wait_for_line_after(
-        &self,
-        after: Instant,
-        limit: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Instant {
-        let started = Instant::now();
-        loop {
-            if let Some((at, _)) = self
-                .stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(at, l)| *at > after && pred(l))
-            {
-                return *at;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "no matching line within {limit:?}; stderr:\n{}",
-                self.stderr_text()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Sends `signal` (e.g. "-TERM") to the process.
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal}");
-    }
-
-    /// The listen address from the "serving ws://ADDR/records" log line.
-    fn listen_addr(&self, limit: Duration) -> String {
-        let started = Instant::now();
-        loop {
-            let found = self.stderr.lock().unwrap().iter().find_map(|(_, l)| {
-                l.split("serving ws://")
-                    .nth(1)
-                    .and_then(|rest| rest.split('/').next())
-                    .map(str::to_owned)
-            });
-            if let Some(addr) = found {
-                return addr;
-            }
-            assert!(started.elapsed() < limit, "endpoint never announced");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stderr_text(&self) -> String {
-        let lines = self.stderr.lock().unwrap();
-        lines
-            .iter()
-            .map(|(_, l)| l.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    /// Waits for the process to exit; returns its code, stdout and stderr.
-    fn finish(mut self, limit: Duration) -> (Option<i32>, Vec<(Instant, String)>, String) {
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > limit {
-                self.child.kill().ok();
-                panic!(
-                    "affectstream did not finish within {limit:?}:\n{}",
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        for r in self.readers.drain(..) {
-            r.join().ok();
-        }
-        let stderr = self.stderr_text();
-        assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
-        let stdout = std::mem::take(&mut *self.stdout.lock().unwrap());
-        (status.code(), stdout, stderr)
+        assert!(started.elapsed() < limit, "endpoint never announced");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// Writes `config` to DIR/streams.toml and runs `run --config` on it for `duration` seconds,
 /// without the live endpoint.
-fn run_config(dir: &std::path::Path, config: String, duration: &str) -> LiveRun {
+fn run_config(dir: &std::path::Path, config: String, duration: &str) -> Running {
     let path = dir.join("streams.toml");
     std::fs::write(&path, config).unwrap();
-    LiveRun::start(&[
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-        "--no-listen",
-        "--duration",
-        duration,
-    ])
+    Running::start(
+        &[
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--no-listen",
+            "--duration",
+            duration,
+        ],
+        &[],
+        "info",
+    )
 }
 
 fn json_lines(lines: &[(Instant, String)]) -> Vec<(Instant, serde_json::Value)> {
@@ -319,18 +189,22 @@ fn two_streams_at_once_feed_jsonl_csv_websocket_and_metrics() {
         ),
     )
     .unwrap();
-    let run = LiveRun::start(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--csv",
-        csv.to_str().unwrap(),
-        "--duration",
-        "16",
-    ]);
-    let addr = run.listen_addr(Duration::from_secs(30));
+    let run = Running::start(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--duration",
+            "16",
+        ],
+        &[],
+        "info",
+    );
+    let addr = listen_addr(&run, Duration::from_secs(30));
     run.wait_for_line(Duration::from_secs(30), |l| l.contains("\"frame\""));
 
     // A client that reads, and one that never reads.
@@ -543,7 +417,7 @@ fn first_record_after_outage(outage: Duration, name: &str) -> Duration {
         l.contains("\"frame\"") && l.contains("\"cam\"")
     });
     std::thread::sleep(Duration::from_secs(2));
-    run.signal("-TERM");
+    run.signal("TERM");
     let (code, stdout, stderr) = run.finish(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{stderr}");
     let back = first_new.duration_since(listening);
@@ -672,7 +546,7 @@ fn credentials_never_appear_in_logs_records_csv_or_metrics() {
     )
     .unwrap();
     // Debug logging too: GStreamer's error details are logged there.
-    let run = LiveRun::start_logging(
+    let run = Running::start(
         &[
             "run",
             "--source",
@@ -688,9 +562,10 @@ fn credentials_never_appear_in_logs_records_csv_or_metrics() {
             "--duration",
             "8",
         ],
+        &[],
         "info,affectstream=debug",
     );
-    let addr = run.listen_addr(Duration::from_secs(30));
+    let addr = listen_addr(&run, Duration::from_secs(30));
     run.wait_for_line(Duration::from_secs(30), |l| l.contains("\"frame\""));
     run.wait_for_line(Duration::from_secs(15), |l| l.contains("\"failed\""));
     let metrics = http_get(&addr, "/metrics", None);

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 pub mod onnx;
+pub mod process;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
