@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -193,13 +194,11 @@ const BLUR_CROP: CropKind = CropKind {
     color: CropColor::Gray,
 };
 
-/// The expression ensemble loaded once per process (each member's session shared by every
-/// stream through a batcher), its crops and common head; [`ExpressionModels::encoder`] makes
-/// one stream's encoder. Cheap to clone.
-#[derive(Clone)]
-pub struct ExpressionModels {
-    members: Vec<SharedMember>,
+/// What every stream's encoder of one loaded ensemble shares besides the members: the crops
+/// it cuts, its common head and its settings.
+struct EnsembleLayout {
     crops: Vec<CropKind>,
+    /// Index in `crops` of the sharpness crop.
     blur_crop: usize,
     common: ClassHead,
     set: String,
@@ -208,17 +207,20 @@ pub struct ExpressionModels {
     crop_margin: f32,
 }
 
+/// The expression ensemble loaded once per process (each member's session shared by every
+/// stream through a batcher), its crops and common head; [`ExpressionModels::encoder`] makes
+/// one stream's encoder. Cheap to clone.
+#[derive(Clone)]
+pub struct ExpressionModels {
+    members: Vec<SharedMember>,
+    layout: Arc<EnsembleLayout>,
+}
+
 /// The expression ensemble as one stream runs it: its handles on the shared members, its
 /// common head and its per-track schedule.
 pub struct ExpressionEncoder {
     members: Vec<Member>,
-    crops: Vec<CropKind>,
-    blur_crop: usize,
-    common: ClassHead,
-    set: String,
-    config: ExpressionConfig,
-    encode_every: u32,
-    crop_margin: f32,
+    layout: Arc<EnsembleLayout>,
     tracks: HashMap<u64, TrackMemory>,
     last_index: Option<u64>,
 }
@@ -424,17 +426,19 @@ impl ExpressionModels {
         );
         Ok(Self {
             members,
-            crops,
-            blur_crop: 0,
-            common: ClassHead {
-                labels: ensemble.labels,
-                va: ensemble.va,
-                softmax: false,
-            },
-            set: ensemble.name,
-            config,
-            encode_every,
-            crop_margin,
+            layout: Arc::new(EnsembleLayout {
+                crops,
+                blur_crop: 0,
+                common: ClassHead {
+                    labels: ensemble.labels,
+                    va: ensemble.va,
+                    softmax: false,
+                },
+                set: ensemble.name,
+                config,
+                encode_every,
+                crop_margin,
+            }),
         })
     }
 
@@ -443,13 +447,7 @@ impl ExpressionModels {
     pub fn encoder(&self) -> ExpressionEncoder {
         ExpressionEncoder {
             members: self.members.iter().map(SharedMember::member).collect(),
-            crops: self.crops.clone(),
-            blur_crop: self.blur_crop,
-            common: self.common.clone(),
-            set: self.set.clone(),
-            config: self.config.clone(),
-            encode_every: self.encode_every,
-            crop_margin: self.crop_margin,
+            layout: self.layout.clone(),
             tracks: HashMap::new(),
             last_index: None,
         }
@@ -457,7 +455,7 @@ impl ExpressionModels {
 
     /// Name of the ensemble set in use.
     pub fn set_name(&self) -> &str {
-        &self.set
+        &self.layout.set
     }
 }
 
@@ -475,12 +473,12 @@ impl ExpressionEncoder {
 
     /// The common head: labels of `faces[].probs` and their (valence, arousal).
     pub fn head(&self) -> &ClassHead {
-        &self.common
+        &self.layout.common
     }
 
     /// Name of the ensemble set in use.
     pub fn set_name(&self) -> &str {
-        &self.set
+        &self.layout.set
     }
 
     /// Roles of the members, in the set's order.
@@ -490,12 +488,12 @@ impl ExpressionEncoder {
 
     /// The encoder's settings.
     pub fn config(&self) -> &ExpressionConfig {
-        &self.config
+        &self.layout.config
     }
 
     /// The schedule in use: the models run on a track every this many frames.
     pub fn encode_every(&self) -> u32 {
-        self.encode_every
+        self.layout.encode_every
     }
 
     /// Forgets every track: the next frame starts a new stream (also done when a frame's index
@@ -516,8 +514,8 @@ impl ExpressionEncoder {
         let side = old.side.max(1.0);
         let moved = (new.center.0 - old.center.0).hypot(new.center.1 - old.center.1) / side;
         let scaled = (new.side / side - 1.0).abs();
-        if moved > self.config.reencode_change
-            || scaled > self.config.reencode_change
+        if moved > self.layout.config.reencode_change
+            || scaled > self.layout.config.reencode_change
             || face.track_age < m.track_age
         {
             0
@@ -528,7 +526,7 @@ impl ExpressionEncoder {
 
     /// Combines the members' latest readings of a face.
     fn combine(&self, outputs: &[Option<MemberOutput>], blur: f32) -> Estimate {
-        let mut probs = vec![0.0f32; self.common.labels.len()];
+        let mut probs = vec![0.0f32; self.layout.common.labels.len()];
         let (mut classifying, mut vs, mut as_, mut regressing) = (0u32, 0.0f32, 0.0f32, 0u32);
         for out in outputs.iter().flatten() {
             if let Some(p) = &out.probs {
@@ -550,7 +548,7 @@ impl ExpressionEncoder {
         let (valence, arousal) = if regressing > 0 {
             (vs / regressing as f32, as_ / regressing as f32)
         } else {
-            self.common.valence_arousal(&probs)
+            self.layout.common.valence_arousal(&probs)
         };
         Estimate {
             probs,
@@ -571,7 +569,7 @@ impl ExpressionEncoder {
             self.tracks.clear();
         }
         self.last_index = Some(meta.index);
-        let k = self.encode_every;
+        let k = self.layout.encode_every;
         let frames: Vec<u32> = batch.faces.iter().map(|f| self.schedule_frame(f)).collect();
         // due[i][m]: member m runs on face i.
         let due: Vec<Vec<bool>> = frames
@@ -594,20 +592,20 @@ impl ExpressionEncoder {
                 if !due[i].contains(&true) {
                     continue;
                 }
-                let mut needed = vec![false; self.crops.len()];
-                needed[self.blur_crop] = true;
+                let mut needed = vec![false; self.layout.crops.len()];
+                needed[self.layout.blur_crop] = true;
                 for (m, member) in self.members.iter().enumerate() {
                     needed[member.crop] |= due[i][m];
                 }
                 let mut crops: Vec<Option<Mat>> = Vec::with_capacity(needed.len());
-                for (kind, needed) in self.crops.iter().zip(needed) {
+                for (kind, needed) in self.layout.crops.iter().zip(needed) {
                     crops.push(if needed {
-                        Some(cut(&mat, face, *kind, self.crop_margin)?)
+                        Some(cut(&mat, face, *kind, self.layout.crop_margin)?)
                     } else {
                         None
                     });
                 }
-                if let Some(c) = &crops[self.blur_crop] {
+                if let Some(c) = &crops[self.layout.blur_crop] {
                     blur[i] = Some(laplacian_variance(c)?);
                 }
                 for (m, member) in self.members.iter_mut().enumerate() {
