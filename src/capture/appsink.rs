@@ -15,7 +15,7 @@ use gstreamer_base as gst_base;
 use gstreamer_base::prelude::*;
 use gstreamer_video as gst_video;
 
-use super::delivery::{Closed, TargetSlot, current_targets};
+use super::delivery::{CaptureTargets, Closed, TargetSlot, current_targets};
 use super::{AudioBlock, CaptureOptions, VideoFrame};
 use crate::metrics::Stamps;
 
@@ -109,6 +109,21 @@ fn video_info(
     Ok(parsed)
 }
 
+/// The next sample of `sink` and the targets to deliver it to: end of stream once the
+/// capture is stopping or nothing takes its frames any more.
+fn next_sample(
+    sink: &gst_app::AppSink,
+    stopping: &AtomicBool,
+    slot: &TargetSlot,
+) -> Result<(gst::Sample, CaptureTargets), gst::FlowError> {
+    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+    if stopping.load(Ordering::Relaxed) {
+        return Err(gst::FlowError::Eos);
+    }
+    let targets = current_targets(slot).ok_or(gst::FlowError::Eos)?;
+    Ok((sample, targets))
+}
+
 /// Sets up the video branch's appsink `sink`: each sample becomes a [`VideoFrame`] delivered
 /// into the slot's targets.
 pub(super) fn attach_video_sink(
@@ -123,15 +138,9 @@ pub(super) fn attach_video_sink(
     sink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if stopping.load(Ordering::Relaxed) {
-                    return Err(gst::FlowError::Eos);
-                }
+                let (sample, targets) = next_sample(sink, &stopping, &slot)?;
                 let decoded = Instant::now();
                 let info = video_info(sink, &sample, &info)?;
-                let Some(targets) = current_targets(&slot) else {
-                    return Err(gst::FlowError::Eos);
-                };
                 let buffer = sample
                     .buffer_owned()
                     .ok_or_else(|| fail(sink, "a video sample came without a buffer"))?;
@@ -170,13 +179,7 @@ pub(super) fn attach_audio_sinks(
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    if stopping.load(Ordering::Relaxed) {
-                        return Err(gst::FlowError::Eos);
-                    }
-                    let Some(targets) = current_targets(&slot) else {
-                        return Err(gst::FlowError::Eos);
-                    };
+                    let (sample, targets) = next_sample(sink, &stopping, &slot)?;
                     let buffer = sample
                         .buffer()
                         .ok_or_else(|| fail(sink, "an audio sample came without a buffer"))?;
