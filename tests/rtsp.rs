@@ -101,20 +101,12 @@ impl Drop for RtspServer {
 
 /// The listen address from the "serving ws://ADDR/records" log line.
 fn listen_addr(run: &Running, limit: Duration) -> String {
-    let started = Instant::now();
-    loop {
-        let found = run.stderr.lock().unwrap().iter().find_map(|(_, l)| {
-            l.split("serving ws://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .map(str::to_owned)
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(started.elapsed() < limit, "endpoint never announced");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let line = run.wait_stderr(limit, "serving ws://");
+    line.split("serving ws://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned()
 }
 
 /// Writes `config` to DIR/streams.toml and runs `run --config` on it for `duration` seconds,
