@@ -468,21 +468,16 @@ pub fn evaluate(
     let mut run = opts.run.clone();
     run.out = JsonlTarget::Discard;
     run.progress = false;
-    let mut models = Some(Models::load(&run)?);
-    let classes = models
-        .as_ref()
-        .map(|m| m.expression.head().labels.clone())
-        .unwrap_or_default();
+    let loaded = Models::load(&run)?;
+    let classes = loaded.expression.head().labels.clone();
     let settings = EvalSettings {
-        face_set: models
-            .as_ref()
-            .map(|m| m.expression.set_name().to_owned())
-            .unwrap_or_default(),
-        encode_every: models.as_ref().map_or(1, |m| m.expression.encode_every()),
+        face_set: loaded.expression.set_name().to_owned(),
+        encode_every: loaded.expression.encode_every(),
         detect_every: run.face.detect_interval,
         detect_motion: run.face.detect_motion,
         calibration: run.fusion.params.calibration.mode.name().to_owned(),
     };
+    let mut models = Some(loaded);
     let video_threshold = run.face.detector.score_threshold;
     let mut clips = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
