@@ -55,11 +55,8 @@ pub(super) fn link_branch(
 /// orientation tag still turns it on, as that is a change of method.
 fn start_flips_in_passthrough(bin: &gst::Bin) {
     for element in bin.iterate_recurse().into_iter().flatten() {
-        let is_flip = element
-            .factory()
-            .is_some_and(|f| f.name().as_str() == "videoflip");
-        if let (true, Some(transform)) =
-            (is_flip, element.downcast_ref::<gst_base::BaseTransform>())
+        if element.factory().is_some_and(|f| f.name() == "videoflip")
+            && let Some(transform) = element.downcast_ref::<gst_base::BaseTransform>()
         {
             transform.set_passthrough(true);
         }
