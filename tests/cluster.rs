@@ -221,17 +221,7 @@ fn cli(args: &[&str]) -> common::Output {
 /// `affectstream args` with `env` set and debug logs (the client library's too), where a
 /// secret would show if it leaked.
 fn cli_debug(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> common::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "debug")
-        .output()
-        .unwrap();
-    common::Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into(),
-        stderr: String::from_utf8_lossy(&out.stderr).into(),
-    }
+    common::run_binary_env(args, env, "debug", Duration::from_secs(60))
 }
 
 fn add_camera(nats: &Nats, name: &str, url: &str, options: &[&str]) {

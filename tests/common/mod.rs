@@ -40,9 +40,20 @@ pub struct Output {
 /// Runs the `affectstream` binary with `args`, killing it after `limit` (then panics: a hang
 /// is a failure).
 pub fn run_binary(args: &[&str], limit: Duration) -> Output {
+    run_binary_env(args, &[], "warn", limit)
+}
+
+/// [`run_binary`] with `env` set and `RUST_LOG=log`.
+pub fn run_binary_env(
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    log: &str,
+    limit: Duration,
+) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_affectstream"))
         .args(args)
-        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .env("RUST_LOG", log)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
