@@ -756,7 +756,7 @@ fn secrets_never_leak_and_bad_input_is_a_clear_error() {
     );
     let u = nats.url();
     let auth = ["--nats-user", "op"];
-    let env = [("NATS_PASSWORD", NATS_PW)];
+    let env = [("NATS_PASSWORD", std::ffi::OsStr::new(NATS_PW))];
     let cameras = |args: &[&str]| -> common::Output {
         let mut full = vec!["cameras", "--nats", &u, "--nats-user", "op"];
         full.extend_from_slice(args);

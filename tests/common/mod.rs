@@ -37,6 +37,19 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// `affectstream args` with `env` set and `RUST_LOG=log`, stdin closed and both outputs piped.
+pub fn binary_command(args: &[&str], env: &[(&str, &std::ffi::OsStr)], log: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_affectstream"));
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
 /// Runs the `affectstream` binary with `args`, killing it after `limit` (then panics: a hang
 /// is a failure).
 pub fn run_binary(args: &[&str], limit: Duration) -> Output {
@@ -50,13 +63,7 @@ pub fn run_binary_env(
     log: &str,
     limit: Duration,
 ) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = binary_command(args, env, log)
         .spawn()
         .expect("start affectstream");
     let mut stdout = child.stdout.take().expect("stdout");

@@ -3,7 +3,7 @@
 //! workers) rather than run it to the end.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -32,14 +32,8 @@ pub struct Running {
 
 impl Running {
     /// Starts `affectstream args` with `env` and `RUST_LOG=log`, stdin closed.
-    pub fn start(args: &[&str], env: &[(&str, &str)], log: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_affectstream"))
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+    pub fn start(args: &[&str], env: &[(&str, &std::ffi::OsStr)], log: &str) -> Self {
+        let mut child = super::binary_command(args, env, log)
             .spawn()
             .expect("start affectstream");
         let (stdout, out_reader) = collect(child.stdout.take().unwrap());
